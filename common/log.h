@@ -1,0 +1,30 @@
+// Logging through spdlog, one logger per component.
+//
+// Diagnostic lines go to stderr with an `sd-daemon(3)` priority prefix when
+// running under systemd, and with a timestamp on a terminal. The access log
+// is a separate logger with one line per request.
+#pragma once
+
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace gatecache::log {
+
+enum class Component { Main, Front, Upstream, Registry, Cache, Tls, Config, Access };
+
+// Returns the logger of `component`. Valid after `init()`, and before it a
+// default stderr logger is created on first use.
+spdlog::logger &get(Component component);
+
+// Sets the level of every diagnostic logger ("debug", "info", "warn",
+// "error") and where the access log goes: "stderr", "off" or a file path.
+// Returns false with a message in `error` when a value is invalid.
+bool init(const std::string &level, const std::string &access_log,
+          std::string &error);
+
+} // namespace gatecache::log
+
+#define GC_LOG(component, level, ...)                                         \
+  ::gatecache::log::get(::gatecache::log::Component::component)              \
+      .log(spdlog::level::level, __VA_ARGS__)
