@@ -23,8 +23,22 @@ spdlog::logger &get(Component component);
 bool init(const std::string &level, const std::string &access_log,
           std::string &error);
 
+// Level names for `GC_LOG`, kept apart from spdlog's own names so the
+// macro argument never collides with a namespace.
+namespace severity_level {
+inline constexpr auto trace = spdlog::level::trace;
+inline constexpr auto debug = spdlog::level::debug;
+inline constexpr auto info = spdlog::level::info;
+inline constexpr auto warn = spdlog::level::warn;
+inline constexpr auto err = spdlog::level::err;
+inline constexpr auto error = spdlog::level::err;
+inline constexpr auto critical = spdlog::level::critical;
+} // namespace severity_level
+
 } // namespace gatecache::log
 
-#define GC_LOG(component, level, ...)                                         \
+// Logs through the logger of `component` at `severity` (trace, debug,
+// info, warn, err, critical; `error` is accepted as a synonym of `err`).
+#define GC_LOG(component, severity, ...)                                      \
   ::gatecache::log::get(::gatecache::log::Component::component)              \
-      .log(spdlog::level::level, __VA_ARGS__)
+      .log(::gatecache::log::severity_level::severity, __VA_ARGS__)
