@@ -19,7 +19,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from support.containerd import Containerd, write_hosts_toml  # noqa: E402
+from support.containerd import (  # noqa: E402
+    Containerd,
+    unmount_under,
+    write_hosts_toml,
+)
 from support.gatecache import Gatecache, Upstream  # noqa: E402
 from support.images import BIG_TAG, MULTI_TAG, build_images  # noqa: E402
 from support.procs import tail  # noqa: E402
@@ -42,6 +46,14 @@ def _watch(title, *paths):
 def _unwatch(entries):
     for entry in entries:
         _watched_logs.remove(entry)
+
+
+def pytest_configure(config):
+    # pytest deletes --basetemp at start. A run that was killed can leave
+    # containerd's overlay mounts in it, and a mount point cannot be
+    # removed (EBUSY), so unmount them first.
+    if config.option.basetemp and os.path.isdir(config.option.basetemp):
+        unmount_under(config.option.basetemp)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -145,8 +145,8 @@ def mount_points_under(directory):
 def unmount_under(directory):
     """Unmount everything at or below `directory`.
 
-    Raises ProcessError when a mount stays, because deleting files through
-    a live overlay mount would delete snapshot contents it still uses.
+    Raises ProcessError when a mount stays, because a later recursive
+    delete would descend into the mounted file system.
     """
     for point in mount_points_under(directory):
         result = run(["umount", "-R", point], timeout=60, check=False)
