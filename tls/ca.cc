@@ -26,10 +26,6 @@ using Clock = std::chrono::system_clock;
 constexpr size_t MaxCommonNameLength = 64;
 constexpr std::string_view CaNamePrefix = "gatecache CA ";
 
-// TODO: use GC_LOG once common/log.h compiles with it. Its parameter
-// `level` also replaces the `level` of `spdlog::level::`, so every use fails.
-spdlog::logger &tls_log() { return log::get(log::Component::Tls); }
-
 struct KeyPair {
   EvpPkeyPtr key;
   X509Ptr certificate;
@@ -180,8 +176,9 @@ Result<void> create_ca(const TlsPaths &paths, Clock::time_point now) {
     ::unlink(paths.ca_key().c_str());
     return written;
   }
-  tls_log().info("Created CA \"{}\" valid until {} dir={}", request.common_name,
-                 format_time(request.not_after), paths.dir.string());
+  GC_LOG(Tls, info, "Created CA \"{}\" valid until {} dir={}",
+         request.common_name, format_time(request.not_after),
+         paths.dir.string());
   return {};
 }
 
@@ -490,9 +487,9 @@ Result<bool> ensure_server_certificate(const TlsPaths &paths,
   if (!not_after) {
     return tl::unexpected(not_after.error());
   }
-  tls_log().info(
-      "Issued server certificate because {}, valid until {} names={}", **reason,
-      format_time(*not_after), fmt::join(names, ","));
+  GC_LOG(Tls, info,
+         "Issued server certificate because {}, valid until {} names={}",
+         **reason, format_time(*not_after), fmt::join(names, ","));
   return true;
 }
 
