@@ -1,0 +1,56 @@
+// The Range request header of RFC 9110, section 14.2, for blob responses.
+//
+// gatecache serves one byte range per response and never multipart, so a
+// request for several ranges gets 416 RANGE_INVALID, and so does a
+// malformed header. RFC 9110 allows a server to ignore such a header and
+// send the whole blob instead. gatecache answers 416 so that a client
+// resuming a download never takes the whole blob for the part it asked.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace gatecache::registry {
+
+enum class RangeKind {
+  // No header, a unit other than "bytes", or a suffix range of an empty
+  // body: send the whole body with 200. RFC 9110, section 14.2: a server
+  // must ignore a range unit it does not understand.
+  None,
+  // One range that overlaps the body: send `first` to `last` with 206.
+  Satisfiable,
+  // Valid syntax but no overlap with the body: 416 with
+  // `Content-Range: bytes */<size>`.
+  Unsatisfiable,
+  // Malformed header: 416 RANGE_INVALID.
+  Invalid,
+  // Several well-formed ranges: 416 RANGE_INVALID.
+  Multiple,
+};
+
+struct ByteRange {
+  RangeKind kind = RangeKind::None;
+  uint64_t first = 0; // First byte, set when `kind` is Satisfiable.
+  uint64_t last = 0;  // Last byte, inclusive, at most size - 1.
+};
+
+// Largest byte position accepted in a header. Larger numbers are Invalid,
+// so every position also fits `int64_t` and `off_t`.
+inline constexpr uint64_t MaxRangePosition = INT64_MAX;
+
+// Parses a Range header for a body of `size` bytes. Accepts `bytes=a-b`,
+// `bytes=a-` and `bytes=-n` (the last n bytes). The unit is
+// case-insensitive. Optional whitespace is accepted around the whole value
+// and around commas, and empty list elements are skipped, as RFC 9110,
+// section 5.6.1 asks of recipients. A `last` beyond the body is clamped to
+// size - 1.
+ByteRange parse_range(std::string_view header, uint64_t size);
+
+// Returns the Content-Range value of a 206 response: "bytes 0-99/1000".
+std::string content_range(uint64_t first, uint64_t last, uint64_t size);
+
+// Returns the Content-Range value of a 416 response: "bytes */1000".
+std::string unsatisfied_content_range(uint64_t size);
+
+} // namespace gatecache::registry

@@ -1,0 +1,148 @@
+#include "appliance/registry/range.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+using gatecache::registry::content_range;
+using gatecache::registry::parse_range;
+using gatecache::registry::RangeKind;
+using gatecache::registry::unsatisfied_content_range;
+
+namespace {
+
+const char *kind_name(RangeKind kind) {
+  switch (kind) {
+  case RangeKind::None:
+    return "None";
+  case RangeKind::Satisfiable:
+    return "Satisfiable";
+  case RangeKind::Unsatisfiable:
+    return "Unsatisfiable";
+  case RangeKind::Invalid:
+    return "Invalid";
+  case RangeKind::Multiple:
+    return "Multiple";
+  }
+  return "?";
+}
+
+} // namespace
+
+TEST_CASE("range parses satisfiable forms", "[registry][range]") {
+  struct Case {
+    std::string header;
+    uint64_t size;
+    uint64_t first;
+    uint64_t last;
+  };
+
+  const std::vector<Case> cases = {
+      {"bytes=0-499", 1000, 0, 499},
+      {"bytes=500-999", 1000, 500, 999},
+      {"bytes=0-0", 1000, 0, 0},
+      {"bytes=999-999", 1000, 999, 999},
+      {"bytes=500-", 1000, 500, 999},
+      {"bytes=0-", 1, 0, 0},
+      {"bytes=-500", 1000, 500, 999},
+      {"bytes=-1", 1000, 999, 999},
+      // A suffix longer than the body selects the whole body.
+      {"bytes=-5000", 1000, 0, 999},
+      // A last position beyond the body is clamped.
+      {"bytes=900-5000", 1000, 900, 999},
+      {"bytes=0-9223372036854775807", 1000, 0, 999},
+      {"bytes=0009-0010", 1000, 9, 10},
+      // Unit case and optional whitespace.
+      {"Bytes=1-2", 10, 1, 2},
+      {"BYTES=1-2", 10, 1, 2},
+      {" \tbytes=1-2\t ", 10, 1, 2},
+      {"bytes=1-2 ,", 10, 1, 2},
+      {"bytes=, 1-2", 10, 1, 2},
+      {"bytes=,,1-2,,", 10, 1, 2},
+      {"bytes=9223372036854775806-", 9223372036854775807ULL,
+       9223372036854775806ULL, 9223372036854775806ULL},
+  };
+  for (const Case &c : cases) {
+    INFO("header: '" << c.header << "', size " << c.size);
+    auto range = parse_range(c.header, c.size);
+    CHECK(kind_name(range.kind) == std::string("Satisfiable"));
+    CHECK(range.first == c.first);
+    CHECK(range.last == c.last);
+  }
+}
+
+TEST_CASE("range classifies other headers", "[registry][range]") {
+  struct Case {
+    std::string header;
+    uint64_t size;
+    RangeKind kind;
+  };
+
+  const std::vector<Case> cases = {
+      // No range, or a unit gatecache does not know.
+      {"", 1000, RangeKind::None},
+      {"   ", 1000, RangeKind::None},
+      {"items=0-1", 1000, RangeKind::None},
+      {"bytesx=0-1", 1000, RangeKind::None},
+      // A suffix of an empty body has no Content-Range to describe it.
+      {"bytes=-1", 0, RangeKind::None},
+      // Valid syntax outside the body.
+      {"bytes=1000-", 1000, RangeKind::Unsatisfiable},
+      {"bytes=1000-2000", 1000, RangeKind::Unsatisfiable},
+      {"bytes=-0", 1000, RangeKind::Unsatisfiable},
+      {"bytes=0-", 0, RangeKind::Unsatisfiable},
+      {"bytes=-0", 0, RangeKind::Unsatisfiable},
+      {"bytes=0-0", 0, RangeKind::Unsatisfiable},
+      // Malformed.
+      {"bytes", 1000, RangeKind::Invalid},
+      {"bytes=", 1000, RangeKind::Invalid},
+      {"bytes= ", 1000, RangeKind::Invalid},
+      {"bytes=,", 1000, RangeKind::Invalid},
+      {"=0-1", 1000, RangeKind::Invalid},
+      {"bytes =0-1", 1000, RangeKind::Invalid},
+      {"bytes=0 -1", 1000, RangeKind::Invalid},
+      {"bytes=0- 1", 1000, RangeKind::Invalid},
+      {"bytes=-", 1000, RangeKind::Invalid},
+      {"bytes=--1", 1000, RangeKind::Invalid},
+      {"bytes=1", 1000, RangeKind::Invalid},
+      {"bytes=a-b", 1000, RangeKind::Invalid},
+      {"bytes=0x1-2", 1000, RangeKind::Invalid},
+      {"bytes=+1-2", 1000, RangeKind::Invalid},
+      {"bytes=1-+2", 1000, RangeKind::Invalid},
+      {"bytes=-+2", 1000, RangeKind::Invalid},
+      {"bytes=1-2-3", 1000, RangeKind::Invalid},
+      {"bytes=5-4", 1000, RangeKind::Invalid},
+      {"bytes=1.5-2", 1000, RangeKind::Invalid},
+      {"bytes=0-1;x", 1000, RangeKind::Invalid},
+      {"bytes=0-1=2", 1000, RangeKind::Invalid},
+      {"by tes=0-1", 1000, RangeKind::Invalid},
+      // Positions beyond 2^63 - 1, including ones that overflow 64 bits.
+      {"bytes=9223372036854775808-", 1000, RangeKind::Invalid},
+      {"bytes=0-9223372036854775808", 1000, RangeKind::Invalid},
+      {"bytes=-9223372036854775808", 1000, RangeKind::Invalid},
+      {"bytes=18446744073709551616-", 1000, RangeKind::Invalid},
+      {"bytes=99999999999999999999999999-1", 1000, RangeKind::Invalid},
+      // Several ranges.
+      {"bytes=0-1,2-3", 1000, RangeKind::Multiple},
+      {"bytes=0-1, -5", 1000, RangeKind::Multiple},
+      {"bytes=0-1 , 0-1", 1000, RangeKind::Multiple},
+      {"bytes=2000-3000,4000-", 1000, RangeKind::Multiple},
+      // A malformed element wins over several ranges.
+      {"bytes=0-1,x", 1000, RangeKind::Invalid},
+      {"bytes=0-1,5-4", 1000, RangeKind::Invalid},
+  };
+  for (const Case &c : cases) {
+    INFO("header: '" << c.header << "', size " << c.size);
+    auto range = parse_range(c.header, c.size);
+    CHECK(std::string(kind_name(range.kind)) == kind_name(c.kind));
+  }
+}
+
+TEST_CASE("range formats content range", "[registry][range]") {
+  CHECK(content_range(0, 99, 1000) == "bytes 0-99/1000");
+  CHECK(content_range(999, 999, 1000) == "bytes 999-999/1000");
+  CHECK(unsatisfied_content_range(1000) == "bytes */1000");
+  CHECK(unsatisfied_content_range(0) == "bytes */0");
+}
