@@ -1,0 +1,341 @@
+#include "appliance/front/listener.h"
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "appliance/front/connection.h"
+#include "common/log.h"
+
+namespace gatecache::front {
+
+namespace {
+
+// Connection ids are unique in the process, across loops and listeners.
+std::atomic<uint64_t> next_connection_id{1};
+
+// Accepts per readable event, so that a burst of connections does not keep
+// the loop from serving the ones already open.
+constexpr int MaxAcceptsPerEvent = 128;
+// After EMFILE or a similar failure, accepting pauses this long so that
+// closing connections can free descriptors.
+constexpr double AcceptRetryDelayS = 0.5;
+// The "accept failed" warning is logged at most once per this period.
+constexpr double AcceptWarnPeriodS = 10;
+constexpr int ListenBacklog = 4096;
+
+int on_alpn_select(SSL *, const unsigned char **out, unsigned char *out_size,
+                   const unsigned char *in, unsigned int in_size,
+                   void *) noexcept {
+  // `in` is the client's list in wire format: length-prefixed names.
+  const unsigned char *http1 = nullptr;
+  for (unsigned int i = 0; i < in_size;) {
+    unsigned int size = in[i];
+    if (i + 1 + size > in_size) {
+      break;
+    }
+    const unsigned char *name = in + i + 1;
+    if (size == 2 && std::memcmp(name, "h2", 2) == 0) {
+      *out = name;
+      *out_size = static_cast<unsigned char>(size);
+      return SSL_TLSEXT_ERR_OK;
+    }
+    if (size == 8 && std::memcmp(name, "http/1.1", 8) == 0) {
+      http1 = name;
+    }
+    i += 1 + size;
+  }
+  if (http1 != nullptr) {
+    *out = http1;
+    *out_size = 8;
+    return SSL_TLSEXT_ERR_OK;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+std::string format_peer(const sockaddr_storage &address) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (address.ss_family == AF_INET6) {
+    const auto &v6 = reinterpret_cast<const sockaddr_in6 &>(address);
+    inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof(text));
+    return "[" + std::string(text) + "]:" + std::to_string(ntohs(v6.sin6_port));
+  }
+  const auto &v4 = reinterpret_cast<const sockaddr_in &>(address);
+  inet_ntop(AF_INET, &v4.sin_addr, text, sizeof(text));
+  return std::string(text) + ":" + std::to_string(ntohs(v4.sin_port));
+}
+
+} // namespace
+
+void enable_alpn(SSL_CTX *ctx) {
+  SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, nullptr);
+}
+
+Result<std::unique_ptr<Listener>>
+Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
+               SslCtxProvider ssl_ctx, RequestHandler *handler,
+               const FrontConfig &config) {
+  std::string literal = host;
+  if (literal.size() >= 2 && literal.front() == '[' && literal.back() == ']') {
+    literal = literal.substr(1, literal.size() - 2);
+  }
+  std::string where = (literal.find(':') != std::string::npos
+                           ? "[" + literal + "]"
+                           : literal) +
+                      ":" + std::to_string(port);
+
+  sockaddr_storage address = {};
+  socklen_t address_size = 0;
+  auto &v4 = reinterpret_cast<sockaddr_in &>(address);
+  auto &v6 = reinterpret_cast<sockaddr_in6 &>(address);
+  if (inet_pton(AF_INET, literal.c_str(), &v4.sin_addr) == 1) {
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(port);
+    address_size = sizeof(v4);
+  } else if (inet_pton(AF_INET6, literal.c_str(), &v6.sin6_addr) == 1) {
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(port);
+    address_size = sizeof(v6);
+  } else {
+    return fail(ErrorCode::Invalid,
+                "invalid listen address '" + host +
+                    "': expected an IPv4 or IPv6 literal");
+  }
+
+  int fd = ::socket(address.ss_family,
+                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return fail(ErrorCode::Io, errno_message("socket", errno));
+  }
+  int one = 1;
+  bool ok =
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0 &&
+      (address.ss_family != AF_INET6 ||
+       ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == 0);
+  if (!ok) {
+    int error = errno;
+    ::close(fd);
+    return fail(ErrorCode::Io, errno_message("setsockopt", error) + " on " +
+                                   where);
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr *>(&address), address_size) != 0) {
+    int error = errno;
+    ::close(fd);
+    return fail(ErrorCode::Io, errno_message("bind", error) + " on " + where);
+  }
+  if (::listen(fd, ListenBacklog) != 0) {
+    int error = errno;
+    ::close(fd);
+    return fail(ErrorCode::Io,
+                errno_message("listen", error) + " on " + where);
+  }
+  sockaddr_storage bound = {};
+  socklen_t bound_size = sizeof(bound);
+  if (::getsockname(fd, reinterpret_cast<sockaddr *>(&bound), &bound_size) !=
+      0) {
+    int error = errno;
+    ::close(fd);
+    return fail(ErrorCode::Io,
+                errno_message("getsockname", error) + " on " + where);
+  }
+  uint16_t bound_port =
+      bound.ss_family == AF_INET6
+          ? ntohs(reinterpret_cast<sockaddr_in6 &>(bound).sin6_port)
+          : ntohs(reinterpret_cast<sockaddr_in &>(bound).sin_port);
+
+  GC_LOG(Front, info, "listening on {}",
+         where.substr(0, where.rfind(':')) + ":" + std::to_string(bound_port));
+  return std::unique_ptr<Listener>(new Listener(
+      loop, fd, bound_port, std::move(ssl_ctx), handler, config));
+}
+
+Listener::Listener(struct ev_loop *loop, int fd, uint16_t port,
+                   SslCtxProvider ssl_ctx, RequestHandler *handler,
+                   const FrontConfig &config)
+    : loop_(loop), fd_(fd), port_(port), ssl_ctx_(std::move(ssl_ctx)),
+      handler_(handler), config_(config),
+      read_buffer_(new uint8_t[ReadBufferBytes]) {
+  ev_io_init(&accept_watcher_, on_accept_ready, fd_, EV_READ);
+  accept_watcher_.data = this;
+  ev_timer_init(&accept_retry_, on_accept_retry, AcceptRetryDelayS, 0.);
+  accept_retry_.data = this;
+  ev_timer_init(&shutdown_timer_, on_shutdown_timer, 0., 0.);
+  shutdown_timer_.data = this;
+  ev_io_start(loop_, &accept_watcher_);
+}
+
+Listener::~Listener() {
+  stop_accepting();
+  ev_timer_stop(loop_, &shutdown_timer_);
+  // Connections abort their requests; `release()` must not finish a
+  // shutdown from here.
+  shutting_down_ = false;
+  connections_.clear();
+}
+
+void Listener::stop_accepting() {
+  ev_io_stop(loop_, &accept_watcher_);
+  ev_timer_stop(loop_, &accept_retry_);
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+void Listener::on_accept_ready(struct ev_loop *, ev_io *watcher,
+                               int) noexcept {
+  static_cast<Listener *>(watcher->data)->accept_connections();
+}
+
+void Listener::on_accept_retry(struct ev_loop *loop, ev_timer *watcher,
+                               int) noexcept {
+  auto *listener = static_cast<Listener *>(watcher->data);
+  if (listener->fd_ >= 0) {
+    ev_io_start(loop, &listener->accept_watcher_);
+  }
+}
+
+void Listener::accept_connections() {
+  for (int i = 0; i < MaxAcceptsPerEvent; ++i) {
+    sockaddr_storage address = {};
+    socklen_t address_size = sizeof(address);
+    int fd = ::accept4(fd_, reinterpret_cast<sockaddr *>(&address),
+                       &address_size, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      add_connection(fd, address);
+      continue;
+    }
+    switch (errno) {
+    case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+    case EWOULDBLOCK:
+#endif
+      return;
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+      // The client gave up before the accept; try the next one.
+      continue;
+    default:
+      // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of descriptors or memory.
+      // Retrying at once would spin, so wait for connections to close.
+      pause_accepting(errno);
+      return;
+    }
+  }
+}
+
+void Listener::pause_accepting(int error) {
+  ++accept_failures_;
+  double now = ev_now(loop_);
+  if (now - accept_warned_at_ >= AcceptWarnPeriodS) {
+    GC_LOG(Front, warn,
+           "accept failed: {}; pausing accepts for {} s port={} "
+           "failures_since_last_warning={}",
+           errno_message("accept4", error), AcceptRetryDelayS, port_,
+           accept_failures_);
+    accept_warned_at_ = now;
+    accept_failures_ = 0;
+  }
+  ev_io_stop(loop_, &accept_watcher_);
+  ev_timer_stop(loop_, &accept_retry_);
+  ev_timer_set(&accept_retry_, AcceptRetryDelayS, 0.);
+  ev_timer_start(loop_, &accept_retry_);
+}
+
+void Listener::add_connection(int fd, const sockaddr_storage &address) {
+  int one = 1;
+  // Responses are flushed whole, so Nagle's delay only adds latency.
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+  uint64_t id = next_connection_id.fetch_add(1, std::memory_order_relaxed);
+  SSL_CTX *ctx = ssl_ctx_ ? ssl_ctx_() : nullptr;
+  SSL *ssl = ctx != nullptr ? SSL_new(ctx) : nullptr;
+  if (ssl == nullptr) {
+    GC_LOG(Front, error, "no TLS context for a new connection c={} port={}",
+           id, port_);
+    ::close(fd);
+    return;
+  }
+  if (SSL_set_fd(ssl, fd) != 1) {
+    GC_LOG(Front, error, "SSL_set_fd failed c={}", id);
+    SSL_free(ssl);
+    ::close(fd);
+    return;
+  }
+  SSL_set_accept_state(ssl);
+  // Partial writes let a session hand OpenSSL a large buffer and learn how
+  // much went out; a moving buffer lets a retry come from another address.
+  SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Client-initiated renegotiation only costs the server CPU.
+  SSL_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
+  // Read ahead fetches several records per system call.
+  SSL_set_read_ahead(ssl, 1);
+
+  auto connection =
+      std::make_unique<Connection>(*this, fd, ssl, id, format_peer(address));
+  Connection *raw = connection.get();
+  connections_.push_back(std::move(connection));
+  raw->set_position(std::prev(connections_.end()));
+  raw->start();
+  if (raw->dead()) {
+    release(raw);
+  }
+}
+
+void Listener::release(Connection *connection) {
+  connections_.erase(connection->position());
+  if (shutting_down_ && connections_.empty()) {
+    // `on_done` may destroy the listener, so it runs from the listener's
+    // own timer callback rather than from inside a connection's.
+    ev_timer_stop(loop_, &shutdown_timer_);
+    ev_timer_set(&shutdown_timer_, 0., 0.);
+    ev_timer_start(loop_, &shutdown_timer_);
+  }
+}
+
+void Listener::shutdown(std::function<void()> on_done) {
+  stop_accepting();
+  on_shutdown_done_ = std::move(on_done);
+  shutting_down_ = true;
+  for (auto &connection : connections_) {
+    connection->begin_shutdown();
+  }
+  ev_timer_stop(loop_, &shutdown_timer_);
+  ev_timer_set(&shutdown_timer_,
+               connections_.empty() ? 0. : config_.graceful_timeout_s, 0.);
+  ev_timer_start(loop_, &shutdown_timer_);
+}
+
+void Listener::on_shutdown_timer(struct ev_loop *, ev_timer *watcher,
+                                 int) noexcept {
+  static_cast<Listener *>(watcher->data)->finish_shutdown();
+}
+
+void Listener::finish_shutdown() {
+  if (!connections_.empty()) {
+    GC_LOG(Front, warn,
+           "graceful stop timed out, closing {} connections port={}",
+           connections_.size(), port_);
+    // Closing clears the list; `release()` is not involved.
+    shutting_down_ = false;
+    connections_.clear();
+  }
+  shutting_down_ = false;
+  auto on_done = std::move(on_shutdown_done_);
+  on_shutdown_done_ = nullptr;
+  if (on_done) {
+    on_done();
+  }
+}
+
+} // namespace gatecache::front

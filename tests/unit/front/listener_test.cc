@@ -1,0 +1,236 @@
+#include "appliance/front/listener.h"
+
+#include <atomic>
+#include <string>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include "tests/unit/front/test_support.h"
+
+namespace gatecache::front {
+namespace {
+
+using test::Http1Client;
+using test::Http2Client;
+using test::HttpResponse;
+using test::TestServer;
+
+TEST_CASE("listener binds ephemeral loopback port", "[front][listener]") {
+  test::LoopThread loop;
+  test::TestHandler handler;
+  SSL_CTX *ctx = test::make_server_ctx();
+  loop.call([&] {
+    auto v4 = Listener::open(
+        loop.loop(), "127.0.0.1", 0, [ctx] { return ctx; }, &handler, {});
+    REQUIRE(v4);
+    CHECK((*v4)->port() != 0);
+    auto v6 = Listener::open(
+        loop.loop(), "[::1]", 0, [ctx] { return ctx; }, &handler, {});
+    if (v6) {
+      CHECK((*v6)->port() != 0);
+    } else {
+      WARN("no IPv6 loopback: " << v6.error().message);
+    }
+  });
+  SSL_CTX_free(ctx);
+}
+
+TEST_CASE("listener rejects invalid address", "[front][listener]") {
+  test::LoopThread loop;
+  test::TestHandler handler;
+  loop.call([&] {
+    auto listener = Listener::open(
+        loop.loop(), "localhost", 0, [] { return nullptr; }, &handler, {});
+    REQUIRE_FALSE(listener);
+    CHECK(listener.error().code == ErrorCode::Invalid);
+  });
+}
+
+TEST_CASE("listener reports port in use", "[front][listener]") {
+  // A socket without SO_REUSEPORT keeps the port to itself.
+  int holder = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(holder, reinterpret_cast<sockaddr *>(&address),
+                 sizeof(address)) == 0);
+  REQUIRE(::listen(holder, 1) == 0);
+  socklen_t size = sizeof(address);
+  ::getsockname(holder, reinterpret_cast<sockaddr *>(&address), &size);
+
+  test::LoopThread loop;
+  test::TestHandler handler;
+  loop.call([&] {
+    auto listener =
+        Listener::open(loop.loop(), "127.0.0.1", ntohs(address.sin_port),
+                       [] { return nullptr; }, &handler, {});
+    REQUIRE_FALSE(listener);
+    CHECK(listener.error().code == ErrorCode::Io);
+    CHECK(listener.error().message.find("bind") != std::string::npos);
+  });
+  ::close(holder);
+}
+
+TEST_CASE("listener picks protocol by ALPN", "[front][listener]") {
+  TestServer server;
+
+  SECTION("h2 preferred when offered") {
+    Http2Client client(server.port());
+    CHECK(client.alpn() == "h2");
+  }
+  SECTION("http/1.1 when offered alone") {
+    Http1Client client(server.port(), "\x08http/1.1");
+    CHECK(client.tls().alpn() == "http/1.1");
+    client.send("GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK(client.read_response().body == "hello world");
+  }
+  SECTION("http/1.1 without ALPN") {
+    Http1Client client(server.port());
+    CHECK(client.tls().alpn().empty());
+    client.send("GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK(client.read_response().body == "hello world");
+  }
+  SECTION("http/1.1 when only unknown protocols offered") {
+    Http1Client client(server.port(), "\x06spdy/3");
+    CHECK(client.tls().alpn().empty());
+    client.send("GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK(client.read_response().body == "hello world");
+  }
+}
+
+TEST_CASE("listener closes failed handshake", "[front][listener]") {
+  TestServer server;
+  test::TlsClient plain(server.port(), "");
+  REQUIRE(plain.connected());
+
+  // A second connection that speaks plain HTTP instead of TLS.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(server.port());
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr *>(&address),
+                    sizeof(address)) == 0);
+  std::string request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  REQUIRE(::write(fd, request.data(), request.size()) ==
+          static_cast<ssize_t>(request.size()));
+  timeval timeout = {test::SafetyTimeoutS, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  char buffer[1024];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof(buffer))) > 0) {
+  }
+  CHECK(n == 0);
+  ::close(fd);
+  CHECK(server.handler().handled == 0);
+}
+
+TEST_CASE("listener connection ids are distinct", "[front][listener]") {
+  TestServer server;
+  Http1Client first(server.port());
+  Http1Client second(server.port());
+  first.send("GET /small?id=a HTTP/1.1\r\nHost: a\r\n\r\n");
+  second.send("GET /small?id=b HTTP/1.1\r\nHost: a\r\n\r\n");
+  first.read_response();
+  second.read_response();
+  auto a = server.access_log("/small?id=a ");
+  auto b = server.access_log("/small?id=b ");
+  REQUIRE(a.size() == 1);
+  REQUIRE(b.size() == 1);
+  CHECK(a[0].substr(0, a[0].find(' ')) != b[0].substr(0, b[0].find(' ')));
+}
+
+TEST_CASE("graceful shutdown finishes in-flight h1", "[front][listener]") {
+  TestServer server;
+  Http1Client idle(server.port());
+  idle.send("GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+  REQUIRE(idle.read_response().status == 200);
+
+  Http1Client busy(server.port());
+  busy.send("GET /gated HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::string received;
+  while (received.find("first-part|") == std::string::npos) {
+    std::string more = busy.tls().read_some();
+    REQUIRE_FALSE(more.empty());
+    received += more;
+  }
+
+  std::atomic<bool> done{false};
+  server.loop().call(
+      [&] { server.listener().shutdown([&] { done = true; }); });
+  CHECK(idle.closed_by_server());
+  CHECK(idle.tls().end_reason() == "close_notify");
+  CHECK_FALSE(done);
+
+  server.loop().call([&] { server.handler().open_gate(); });
+  for (;;) {
+    std::string more = busy.tls().read_some();
+    if (more.empty()) {
+      break;
+    }
+    received += more;
+  }
+  CHECK(received.find("first-part|second-part") != std::string::npos);
+  CHECK(busy.tls().end_reason() == "close_notify");
+  CHECK(test::wait_until([&] { return done.load(); }));
+  size_t remaining = 1;
+  server.loop().call(
+      [&] { remaining = server.listener().connection_count(); });
+  CHECK(remaining == 0);
+}
+
+TEST_CASE("graceful shutdown sends h2 GOAWAY", "[front][listener]") {
+  TestServer server;
+  Http2Client client(server.port());
+  int32_t gated = client.submit("/gated");
+  REQUIRE(client.run_until(
+      [&] { return client.streams[gated].body == "first-part|"; }));
+
+  std::atomic<bool> done{false};
+  server.loop().call(
+      [&] { server.listener().shutdown([&] { done = true; }); });
+  REQUIRE(client.run_until([&] { return client.goaway; }));
+  CHECK_FALSE(client.streams[gated].closed);
+
+  server.loop().call([&] { server.handler().open_gate(); });
+  REQUIRE(client.run());
+  CHECK(client.streams[gated].body == "first-part|second-part");
+  CHECK(client.streams[gated].error_code == NGHTTP2_NO_ERROR);
+  CHECK(test::wait_until([&] { return done.load(); }));
+}
+
+TEST_CASE("graceful shutdown without connections", "[front][listener]") {
+  TestServer server;
+  std::atomic<bool> done{false};
+  server.loop().call([&] {
+    server.listener().shutdown([&] { done = true; });
+    // `on_done` never runs inside `shutdown()`.
+    CHECK_FALSE(done);
+  });
+  CHECK(test::wait_until([&] { return done.load(); }));
+}
+
+TEST_CASE("graceful shutdown forces close after timeout",
+          "[front][listener]") {
+  FrontConfig config;
+  config.graceful_timeout_s = 0;
+  TestServer server(config);
+  Http1Client busy(server.port());
+  busy.send("GET /late HTTP/1.1\r\nHost: a\r\n\r\n");
+  REQUIRE(test::wait_until([&] { return server.handler().handled == 1; }));
+
+  std::atomic<bool> done{false};
+  server.loop().call(
+      [&] { server.listener().shutdown([&] { done = true; }); });
+  CHECK(test::wait_until([&] { return done.load(); }));
+  CHECK(busy.closed_by_server());
+  CHECK(server.access_log("GET /late 499 ").size() == 1);
+}
+
+} // namespace
+} // namespace gatecache::front
