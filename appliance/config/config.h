@@ -39,7 +39,10 @@ struct TlsConfig {
 };
 
 struct UpstreamConfig {
-  std::string name; // Map key: "docker.io", "ghcr.io", "127.0.0.1:5000".
+  // Map key: "docker.io", "ghcr.io", "127.0.0.1:5000", "[::1]:5000". Host
+  // names are lower-cased and IPv6 addresses canonical, as
+  // `parse_registry_host()` in values.h returns them.
+  std::string name;
   // `url`: base URL, https only. Default `https://<name>`, and for
   // docker.io `https://registry-1.docker.io`.
   std::string url;
@@ -76,6 +79,10 @@ struct Config {
 };
 
 // Reads and validates `path`. Errors name file:line:column and the key.
+// Returns NotFound or Io when the file cannot be read, and Invalid for YAML
+// syntax errors and bad values, with one line per error (at most 20) of
+// the form "FILE:LINE:COLUMN: key 'a.b': what is wrong (value 'x';
+// expected ...)". No exception escapes.
 Result<std::shared_ptr<const Config>> load_config(const std::string &path);
 
 } // namespace gatecache::config

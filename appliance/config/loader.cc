@@ -203,6 +203,7 @@ private:
 
   void add_error(const YAML::Mark &mark, std::string_view key,
                  std::string_view message);
+  bool should_stop();
   void invalid_value(const Entry &entry, std::string_view what,
                      std::string_view expected);
   void wrong_type(const Entry &entry, std::string_view expected);
@@ -226,6 +227,7 @@ private:
   void read_tls_names(const Entry &entry);
   void read_tls_dir(const Entry &entry);
   void read_upstreams(const Entry &entry);
+  void read_upstream_entries(const Entry &entry);
   void read_upstream(const Entry &entry, const std::string &name);
   void read_upstream_url(const Entry &entry);
   void read_upstream_ca_file(const Entry &entry);
@@ -244,12 +246,17 @@ private:
   Config config_;
   std::vector<std::string> errors_;
   size_t error_count_ = 0;
+  bool stopped_ = false;
 
   bool listen_present_ = false;
   bool upstreams_present_ = false;
   // True once `upstreams` had entries or a wrong type, which were then
   // reported one by one, so "no upstream configured" would only repeat it.
   bool upstreams_reported_ = false;
+  // Errors found inside `upstreams`. When there are any, the check of
+  // default_upstream against the keys is skipped, because it could only
+  // repeat them.
+  size_t upstream_errors_ = 0;
   YAML::Mark upstreams_mark_;
   UpstreamConfig *current_upstream_ = nullptr;
   // Marks of the upstream keys, to point duplicate keys at the first one.
@@ -275,6 +282,14 @@ void Loader::add_error(const YAML::Mark &mark, std::string_view key,
   }
   text += message;
   errors_.push_back(std::move(text));
+}
+
+// Returns true once `MaxReportedErrors` errors were found, so loops stop
+// early. Aliases let a small file refer to one large map many times, and
+// checking each copy would only find the same errors again.
+bool Loader::should_stop() {
+  stopped_ = stopped_ || error_count_ >= MaxReportedErrors;
+  return stopped_;
 }
 
 // Points at the value, or at the key when the value is empty, because
@@ -331,7 +346,7 @@ bool Loader::read_list(const Entry &entry, std::string_view expected) {
 
 // Calls the handler of each key of the map `entry.value`. An empty value
 // counts as an empty map, so a section whose keys are all commented out
-// is valid. Unknown and repeated keys are errors: yaml-cpp 0.7 keeps both
+// is valid. Unknown and repeated keys are errors. yaml-cpp 0.7 keeps both
 // copies of a repeated key, and silently using one would hide a typo.
 void Loader::read_map(const Entry &entry, std::span<const Field> fields) {
   if (entry.value.IsNull()) {
@@ -344,6 +359,9 @@ void Loader::read_map(const Entry &entry, std::span<const Field> fields) {
 
   std::map<std::string, YAML::Mark> seen;
   for (auto it = entry.value.begin(); it != entry.value.end(); ++it) {
+    if (should_stop()) {
+      return;
+    }
     Entry child{entry.key, it->first, it->second};
     if (!it->first.IsScalar()) {
       child.value = it->first;
@@ -462,6 +480,9 @@ void Loader::read_listen(const Entry &entry) {
   }
 
   for (const YAML::Node &item : entry.value) {
+    if (should_stop()) {
+      return;
+    }
     Entry child{entry.key, entry.name, item};
     std::string text;
     if (!read_scalar(child, expected, text)) {
@@ -499,7 +520,7 @@ void Loader::read_storage_max_size(const Entry &entry) {
 }
 
 void Loader::read_storage_index_map_size(const Entry &entry) {
-  // LMDB needs a few pages for its meta data and the tree roots. 1 MiB is
+  // LMDB needs a few pages for its metadata and the tree roots. 1 MiB is
   // a floor against typos ("1" meant as 1 GiB), not a recommended size.
   constexpr uint64_t min_bytes = 1 << 20;
   uint64_t size = config_.storage.index_map_size_bytes;
@@ -529,6 +550,9 @@ void Loader::read_tls_names(const Entry &entry) {
   }
 
   for (const YAML::Node &item : entry.value) {
+    if (should_stop()) {
+      return;
+    }
     Entry child{entry.key, entry.name, item};
     std::string text;
     if (!read_scalar(child, expected, text)) {
@@ -560,6 +584,12 @@ void Loader::read_tls_dir(const Entry &entry) {
 }
 
 void Loader::read_upstreams(const Entry &entry) {
+  size_t errors_before = error_count_;
+  read_upstream_entries(entry);
+  upstream_errors_ = error_count_ - errors_before;
+}
+
+void Loader::read_upstream_entries(const Entry &entry) {
   upstreams_present_ = true;
   upstreams_mark_ = value_mark(entry);
   if (entry.value.IsNull()) {
@@ -572,6 +602,9 @@ void Loader::read_upstreams(const Entry &entry) {
   }
 
   for (auto it = entry.value.begin(); it != entry.value.end(); ++it) {
+    if (should_stop()) {
+      return;
+    }
     Entry child{entry.key, it->first, it->first};
     std::string text;
     if (!read_scalar(child, RegistryHostForm, text)) {
@@ -784,7 +817,7 @@ void Loader::finish(const YAML::Node &root) {
                     "host, as \"docker.io:\")");
   }
 
-  if (!default_upstream_text_.empty()) {
+  if (!default_upstream_text_.empty() && upstream_errors_ == 0) {
     auto name = parse_registry_host(default_upstream_text_);
     std::string known;
     for (const auto &[key, upstream] : config_.upstreams) {
@@ -830,9 +863,9 @@ Result<std::shared_ptr<const Config>> Loader::load(const std::string &text) {
       message += message.empty() ? "" : "\n";
       message += line;
     }
-    if (error_count_ > errors_.size()) {
-      message += "\n(" + std::to_string(error_count_ - errors_.size()) +
-                 " more errors not shown)";
+    if (stopped_) {
+      message += "\n(checking stopped after " +
+                 std::to_string(MaxReportedErrors) + " errors)";
     }
     return fail(ErrorCode::Invalid, std::move(message));
   }

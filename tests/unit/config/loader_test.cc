@@ -131,6 +131,15 @@ log: {level: debug, access_log: /var/log/gatecache/access.log}
   CHECK(config.log.access_log == "/var/log/gatecache/access.log");
 }
 
+TEST_CASE("config loader reads shipped example", "[config]") {
+  auto result = load_config(std::string(GATECACHE_SOURCE_DIR) +
+                            "/appliance/config/gatecache.example.yaml");
+  REQUIRE(result.has_value());
+  const Config &config = **result;
+  CHECK_FALSE(config.upstreams.empty());
+  CHECK(config.upstreams.count(config.default_upstream) == 1);
+}
+
 TEST_CASE("config loader fills defaults", "[config]") {
   TempDir dir;
   auto loaded = load_text(dir, "upstreams:\n  docker.io:\n");
@@ -342,6 +351,11 @@ TEST_CASE("config loader reports errors with position", "[config]") {
       {"upstreams:\n  ghcr.io:\n  quay.io:\ndefault_upstream: docker.io\n",
        "4:19: key 'default_upstream': not a configured upstream (value "
        "'docker.io'; expected one of the upstreams keys: ghcr.io, quay.io)"},
+      {"upstreams:\n  ghcr_io:\ndefault_upstream: ghcr_io\n",
+       "2:3: key 'upstreams.ghcr_io': invalid host name (value 'ghcr_io'; "
+       "expected a registry host as image references name it: a DNS name, "
+       "an IPv4 address or a bracketed IPv6 address, with an optional "
+       "port)"},
       {"upstreams:\n  ghcr.io:\ndefault_upstream: \"\"\n",
        "3:19: key 'default_upstream': empty upstream name (value ''; "
        "expected a key of upstreams)"},
@@ -489,7 +503,24 @@ TEST_CASE("config loader caps reported errors", "[config]") {
     lines += c == '\n' ? 1 : 0;
   }
   CHECK(lines == 21);
-  CHECK(message.ends_with("\n(5 more errors not shown)"));
+  CHECK(message.ends_with("\n(checking stopped after 20 errors)"));
+}
+
+TEST_CASE("config loader stops on repeated aliases", "[config]") {
+  TempDir dir;
+  // One map with many unknown keys, referred to by many upstreams.
+  std::string text = "upstreams:\n  a.example: &settings {";
+  for (int i = 0; i < 2000; ++i) {
+    text += "k" + std::to_string(i) + ": 1, ";
+  }
+  text += "url: https://a.example}\n";
+  for (int i = 0; i < 2000; ++i) {
+    text += "  u" + std::to_string(i) + ".example: *settings\n";
+  }
+  auto loaded = load_text(dir, text);
+  REQUIRE_FALSE(loaded.result.has_value());
+  CHECK(loaded.result.error().message.ends_with(
+      "\n(checking stopped after 20 errors)"));
 }
 
 TEST_CASE("config loader survives deep nesting", "[config]") {
