@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cache/logger.h"
+#include "common/log.h"
 
 namespace gatecache::cache {
 
@@ -154,8 +154,8 @@ Result<void> BlobStore::clean_tmp() {
                 "cannot list " + tmp.string() + ": " + error.message());
   }
   if (removed > 0) {
-    logger().info("Removed {} interrupted downloads from {}", removed,
-                  tmp.string());
+    GC_LOG(Cache, info, "Removed {} interrupted downloads from {}", removed,
+           tmp.string());
   }
   return {};
 }
@@ -462,8 +462,8 @@ void BlobStore::Writer::abort() {
   close_quietly(write_fd_);
   write_fd_ = -1;
   if (::unlink(temp_path_.c_str()) != 0 && errno != ENOENT) {
-    logger().warn("Cannot remove temp file {}: {}", temp_path_.string(),
-                  errno_message("unlink", errno));
+    GC_LOG(Cache, warn, "Cannot remove temp file {}: {}", temp_path_.string(),
+           errno_message("unlink", errno));
   }
 }
 

@@ -7,7 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
-#include "cache/logger.h"
+#include "common/log.h"
 
 namespace gatecache::cache {
 
@@ -53,7 +53,7 @@ bool is_lower_hex(std::string_view text) {
 [[noreturn]] void die_openssl(const char *what) {
   char buffer[256];
   ERR_error_string_n(ERR_get_error(), buffer, sizeof(buffer));
-  logger().critical("{} failed: {}", what, buffer);
+  GC_LOG(Cache, critical, "{} failed: {}", what, buffer);
   std::abort();
 }
 

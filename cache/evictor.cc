@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "cache/logger.h"
+#include "common/log.h"
 
 namespace gatecache::cache {
 
@@ -18,13 +18,13 @@ constexpr size_t BatchSize = 256;
 void remove_file(BlobStore &store, const std::string &digest_text) {
   auto digest = Digest::parse(digest_text);
   if (!digest) {
-    logger().warn("Evicted index record has an invalid digest: {}",
-                  digest.error().message);
+    GC_LOG(Cache, warn, "Evicted index record has an invalid digest: {}",
+           digest.error().message);
     return;
   }
   if (auto removed = store.remove(*digest); !removed) {
-    logger().warn("Cannot remove evicted file of {}: {}", digest_text,
-                  removed.error().message);
+    GC_LOG(Cache, warn, "Cannot remove evicted file of {}: {}", digest_text,
+           removed.error().message);
   }
 }
 
@@ -70,7 +70,7 @@ evict_to(BlobStore &store, Index &index, uint64_t max_bytes,
         continue;
       }
       remove_file(store, digest);
-      logger().debug("Evicted {} ({} bytes)", digest, record.size);
+      GC_LOG(Cache, debug, "Evicted {} ({} bytes)", digest, record.size);
       remaining -= std::min(remaining, record.size);
       removed.emplace_back(std::move(digest), std::move(record));
       progress = true;
@@ -120,8 +120,8 @@ Result<OrphanSweep> remove_orphans(BlobStore &store, const Index &index) {
     sweep.bytes += size;
   }
   if (sweep.files > 0) {
-    logger().info("Removed {} files ({} bytes) without index records",
-                  sweep.files, sweep.bytes);
+    GC_LOG(Cache, info, "Removed {} files ({} bytes) without index records",
+           sweep.files, sweep.bytes);
   }
   return sweep;
 }

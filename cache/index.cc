@@ -31,7 +31,7 @@
 
 #include <lmdb.h>
 
-#include "cache/logger.h"
+#include "common/log.h"
 
 namespace gatecache::cache {
 
@@ -488,8 +488,8 @@ Index::open(const std::filesystem::path &directory, uint64_t map_size_bytes) {
   // taken, which pins old pages and grows the file. Clear such slots.
   int stale = 0;
   if (mdb_reader_check(h.env, &stale) == 0 && stale > 0) {
-    logger().warn("Cleared {} stale LMDB reader slots in {}", stale,
-                  directory.string());
+    GC_LOG(Cache, warn, "Cleared {} stale LMDB reader slots in {}", stale,
+           directory.string());
   }
 
   auto txn = Txn::begin(h.env, 0);
@@ -838,9 +838,10 @@ Result<bool> Index::Handles::remove_content(MDB_txn *txn,
     return tl::unexpected(total.error());
   }
   if (*total < (*record)->size) {
-    logger().warn("Index total size {} is below the size {} of {}, which is "
-                  "removed; the total is reset to 0",
-                  *total, (*record)->size, digest);
+    GC_LOG(Cache, warn,
+           "Index total size {} is below the size {} of {}, which is "
+           "removed; the total is reset to 0",
+           *total, (*record)->size, digest);
   }
   Result<void> written =
       delete_key(txn, lru, lru_key((*record)->last_access, digest));
