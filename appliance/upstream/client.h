@@ -16,7 +16,13 @@
 //    scope send the cached token up front.
 //  - 301, 302, 303, 307 and 308: the `Location` (absolute or relative) is
 //    followed, up to 5 hops. `Authorization` is sent only to the origin the
-//    token was issued for, never to another host.
+//    token was issued for, never to another host. A 401 from another host
+//    is passed through as it is.
+//  - A 401 whose challenges offer no Bearer realm (Basic alone, for
+//    example) is passed through, since the client holds no credentials.
+//
+// Requests are GET or HEAD, so a request that got no response byte before
+// its connection failed is sent once more on a new connection.
 //
 // Threading: every call and every callback is on the loop thread.
 #pragma once
@@ -38,9 +44,9 @@ namespace gatecache::upstream {
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 struct ClientConfig {
-  double connect_timeout_s = 10;  // TCP connect plus TLS handshake.
-  double response_timeout_s = 30; // From request sent to response head.
-  double idle_timeout_s = 60;     // No bytes received while a body streams.
+  double connect_timeout_s = 10;   // TCP connect plus TLS handshake.
+  double response_timeout_s = 30;  // From request sent to response head.
+  double idle_timeout_s = 60;      // No bytes received while a body streams.
   double pool_idle_timeout_s = 90; // Idle pooled connections close after.
   std::string user_agent = "gatecache";
 };
@@ -63,8 +69,9 @@ struct Request {
 
 struct ResponseHead {
   int status = 0;
-  HeaderList headers; // Lower-case names, in arrival order.
-  std::string url;    // Final URL after redirects.
+  HeaderList headers;   // Lower-case names, in arrival order.
+  std::string url;      // Final URL after redirects.
+  std::string protocol; // "h2" or "http/1.1".
 
   // Returns the first value of header `name` (lower case), or nullopt.
   std::optional<std::string> header(const std::string &name) const;
@@ -102,8 +109,10 @@ public:
   // Aborts request `id`. Its handler receives no further callbacks.
   void cancel(uint64_t id);
 
-private:
+  // The implementation, opaque to callers (appliance/upstream/client_impl.h).
   class Impl;
+
+private:
   std::unique_ptr<Impl> impl_;
 };
 
