@@ -69,6 +69,8 @@ evict_to(BlobStore &store, Index &index, uint64_t max_bytes,
       if (!*removed_record) {
         continue;
       }
+      // TODO: remove the tags that name an evicted manifest. Until then
+      // they stay and readers see a miss through `get_content()`.
       remove_file(store, digest);
       GC_LOG(Cache, debug, "Evicted {} ({} bytes)", digest, record.size);
       remaining -= std::min(remaining, record.size);

@@ -46,6 +46,8 @@ struct OrphanSweep {
 // an eviction's two steps. Precondition: nothing commits to `store` while
 // this runs, because a file committed but not yet indexed would be removed.
 // Call it at start, before the service accepts requests.
+// TODO: also remove content records whose file is missing, which only a
+// damaged or hand-edited store has.
 Result<OrphanSweep> remove_orphans(BlobStore &store, const Index &index);
 
 } // namespace gatecache::cache

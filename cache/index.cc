@@ -358,9 +358,9 @@ struct Index::Handles {
     return key;
   }
 
-  tl::unexpected<Error> invalid_names(const char *what) const {
+  tl::unexpected<Error> invalid_names(const char *subject) const {
     return fail(ErrorCode::Invalid,
-                std::string("invalid ") + what +
+                std::string("invalid ") + subject +
                     ": names must be non-empty, contain no NUL byte and "
                     "together fit in " +
                     std::to_string(max_key_size) + " bytes");

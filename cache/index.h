@@ -96,7 +96,7 @@ public:
 
   Result<std::optional<ContentRecord>>
   get_content(const std::string &digest) const;
-  // Records content and that `repository` of `upstream` holds it, in one
+  // Records content and links it to `repository` of `upstream`, in one
   // transaction. Replacing a record adjusts the total size by the
   // difference.
   Result<void> put_content(const std::string &digest,
