@@ -1,0 +1,1039 @@
+#include "appliance/registry/service.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "appliance/front/file_body.h"
+#include "appliance/registry/range.h"
+#include "cache/digest.h"
+#include "common/log.h"
+
+namespace gatecache::registry {
+
+namespace {
+
+using front::CacheResult;
+using front::HeaderList;
+using front::Method;
+using front::Response;
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Splits an Accept header into bare media types (parameters dropped).
+std::vector<std::string> parse_accept(const std::string &accept) {
+  std::vector<std::string> types;
+  size_t start = 0;
+  while (start <= accept.size()) {
+    size_t comma = accept.find(',', start);
+    if (comma == std::string::npos) {
+      comma = accept.size();
+    }
+    std::string item = accept.substr(start, comma - start);
+    size_t semicolon = item.find(';');
+    if (semicolon != std::string::npos) {
+      item.resize(semicolon);
+    }
+    size_t first = item.find_first_not_of(" \t");
+    size_t last = item.find_last_not_of(" \t");
+    if (first != std::string::npos) {
+      std::string type = item.substr(first, last - first + 1);
+      std::transform(type.begin(), type.end(), type.begin(), ::tolower);
+      types.push_back(std::move(type));
+    }
+    start = comma + 1;
+  }
+  return types;
+}
+
+// True when a client whose Accept lists `accepted` may receive
+// `media_type`. No Accept header, or `*/*`, allows every type.
+bool acceptable(const std::vector<std::string> &accepted,
+                const std::string &media_type) {
+  if (accepted.empty()) {
+    return true;
+  }
+  std::string type = media_type;
+  std::transform(type.begin(), type.end(), type.begin(), ::tolower);
+  size_t slash = type.find('/');
+  for (const auto &item : accepted) {
+    if (item == "*/*" || item == type) {
+      return true;
+    }
+    if (slash != std::string::npos && item.size() == slash + 2 &&
+        item.compare(0, slash + 1, type, 0, slash + 1) == 0 &&
+        item.back() == '*') {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Transport failures, 5xx and 429 mean "upstream unavailable": a stored copy
+// is served stale. Other statuses are answers about the content.
+bool upstream_unavailable(const CallResult &result) {
+  if (result.error) {
+    return true;
+  }
+  int status = result.head.status;
+  return status >= 500 || status == 429 || status == 408;
+}
+
+std::string member_key(const std::string &upstream,
+                       const std::string &repository,
+                       const std::string &digest) {
+  std::string key;
+  key.reserve(upstream.size() + repository.size() + digest.size() + 2);
+  key.append(upstream).push_back('\n');
+  key.append(repository).push_back('\n');
+  key.append(digest);
+  return key;
+}
+
+HeaderList content_headers(const std::string &media_type,
+                           const std::string &digest) {
+  HeaderList headers;
+  headers.reserve(4);
+  headers.emplace_back("content-type", media_type);
+  headers.emplace_back("docker-content-digest", digest);
+  headers.emplace_back("etag", "\"" + digest + "\"");
+  headers.emplace_back("docker-distribution-api-version", "registry/2.0");
+  return headers;
+}
+
+// Largest tag list relayed from an upstream.
+constexpr size_t MaxTagListBytes = 4 << 20;
+
+} // namespace
+
+RegistryService::RegistryService(struct ev_loop *loop,
+                                 std::shared_ptr<const config::Config> config,
+                                 std::shared_ptr<cache::BlobStore> store,
+                                 std::shared_ptr<cache::Index> index,
+                                 upstream::Client &client, DiskWorker &worker,
+                                 ServiceLimits limits)
+    : loop_(loop), config_(std::move(config)),
+      routes_(RouteTable::from_config(*config_)), store_(std::move(store)),
+      index_(std::move(index)), client_(client), worker_(worker),
+      limits_(limits), calls_(client), manifests_(limits.manifest_cache_bytes) {
+  for (const auto &[name, upstream] : config_->upstreams) {
+    origins_.emplace(name, upstream::Origin{upstream.url, upstream.ca_file});
+  }
+  ev_timer_init(&flush_timer_, &RegistryService::on_flush_timer,
+                limits_.access_flush_interval_s,
+                limits_.access_flush_interval_s);
+  flush_timer_.data = this;
+  ev_timer_start(loop_, &flush_timer_);
+  ev_unref(loop_);
+}
+
+RegistryService::~RegistryService() {
+  flush_access_times();
+  ev_ref(loop_);
+  ev_timer_stop(loop_, &flush_timer_);
+}
+
+void RegistryService::handle(ExchangePtr exchange) {
+  const auto &request = exchange->request();
+  auto routed = route_request(routes_, request.method_name, request.path,
+                              request.query);
+  if (!routed) {
+    respond_error(exchange, routed.error());
+    return;
+  }
+  const Route &route = *routed;
+  exchange->upstream_name = route.upstream;
+  switch (route.endpoint) {
+  case Endpoint::Base: {
+    Response response;
+    response.status = 200;
+    response.headers = {{"content-type", "application/json"},
+                        {"docker-distribution-api-version", "registry/2.0"}};
+    response.body = std::make_unique<front::MemoryBody>(std::string("{}"));
+    exchange->respond(std::move(response));
+    return;
+  }
+  case Endpoint::Manifest:
+    if (route.by_digest) {
+      serve_manifest_by_digest(std::move(exchange), route);
+    } else {
+      serve_manifest_by_tag(std::move(exchange), route);
+    }
+    return;
+  case Endpoint::Blob:
+    serve_blob(std::move(exchange), route);
+    return;
+  case Endpoint::TagsList:
+    serve_tags_list(std::move(exchange), route);
+    return;
+  }
+}
+
+// ---- Manifests --------------------------------------------------------
+
+void RegistryService::serve_manifest_by_tag(ExchangePtr exchange,
+                                            const Route &route) {
+  auto accepted = parse_accept(exchange->request().accept);
+  std::optional<cache::TagRecord> stored;
+  auto records = index_->get_tag(route.upstream, route.repository,
+                                 route.reference);
+  if (!records) {
+    GC_LOG(Registry, error, "reading tag {}/{}:{} from the index failed: {}",
+           route.upstream, route.repository, route.reference,
+           records.error().message);
+  } else {
+    for (auto &record : *records) {
+      if (acceptable(accepted, record.media_type)) {
+        stored = std::move(record);
+        break;
+      }
+    }
+  }
+  // TODO: serve tags inside a freshness window without asking upstream;
+  // for now every tag request is revalidated with a HEAD.
+  std::string key = "HEAD manifest\n" +
+                    member_key(route.upstream, route.repository,
+                               route.reference) +
+                    "\n" + exchange->request().accept;
+  const std::string accept = exchange->request().accept;
+  Route copy = route;
+  exchange->fetch_id = calls_.run(
+      key, origin_for(route.upstream),
+      [&] {
+        upstream::Request request;
+        request.method = "HEAD";
+        request.path = "/v2/" + route.repository + "/manifests/" +
+                       route.reference;
+        request.scope = "repository:" + route.repository + ":pull";
+        if (!accept.empty()) {
+          request.headers.emplace_back("accept", accept);
+        }
+        return request;
+      },
+      0,
+      [this, exchange, copy, stored](const CallResult &result) {
+        on_tag_checked(exchange, copy, stored, result);
+      });
+}
+
+void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
+                                     std::optional<cache::TagRecord> stored,
+                                     const CallResult &result) {
+  if (exchange->closed()) {
+    return;
+  }
+  if (upstream_unavailable(result)) {
+    if (stored) {
+      auto entry = load_manifest(stored->digest);
+      if (entry) {
+        GC_LOG(Registry, warn,
+               "serving stale tag upstream={} repo={} tag={} digest={}: {}",
+               route.upstream, route.repository, route.reference,
+               stored->digest,
+               result.error ? result.error->message
+                            : "upstream status " +
+                                  std::to_string(result.head.status));
+        send_manifest(exchange, *entry, CacheResult::Stale);
+        return;
+      }
+    }
+    respond_upstream_failure(exchange, route, result, "manifest");
+    return;
+  }
+  if (result.head.status != 200) {
+    respond_upstream_failure(exchange, route, result, "manifest");
+    return;
+  }
+  auto digest_header = result.head.header("docker-content-digest");
+  auto media_type = result.head.header("content-type");
+  auto digest = digest_header ? cache::Digest::parse(*digest_header)
+                              : Result<cache::Digest>(fail(
+                                    ErrorCode::Invalid, "no digest header"));
+  if (!digest || !media_type) {
+    // Without a digest the tag can only be fetched by name.
+    fetch_manifest(exchange, route, route.reference, true, CacheResult::Miss);
+    return;
+  }
+  std::string digest_text = digest->str();
+  if (stored && stored->digest == digest_text &&
+      stored->media_type == *media_type) {
+    if (auto entry = load_manifest(digest_text)) {
+      int64_t now = unix_now();
+      auto index = index_;
+      Route copy = route;
+      worker_.post(
+          [index, copy, now] {
+            (void)index->touch_tag(copy.upstream, copy.repository,
+                                   copy.reference, now);
+          },
+          nullptr);
+      send_manifest(exchange, *entry, CacheResult::Revalidated);
+      return;
+    }
+  }
+  // The tag moved, or is new here. The HEAD proved that this repository
+  // holds the digest, so stored content needs no further check.
+  if (auto entry = load_manifest(digest_text);
+      entry && entry->media_type == *media_type) {
+    remember_repository(route, digest_text, true);
+    cache::TagRecord record{*media_type, digest_text, unix_now(),
+                            unix_now()};
+    auto index = index_;
+    Route copy = route;
+    worker_.post(
+        [index, copy, record] {
+          auto stored_tag = index->put_tag(copy.upstream, copy.repository,
+                                           copy.reference, record);
+          if (!stored_tag) {
+            GC_LOG(Registry, error, "recording tag {}/{}:{} failed: {}",
+                   copy.upstream, copy.repository, copy.reference,
+                   stored_tag.error().message);
+          }
+        },
+        nullptr);
+    send_manifest(exchange, *entry, CacheResult::Revalidated);
+    return;
+  }
+  // Fetch by digest, not by tag, so the stored bytes are the ones the HEAD
+  // named even if the tag moves meanwhile.
+  fetch_manifest(exchange, route, digest_text, true, CacheResult::Miss);
+}
+
+void RegistryService::serve_manifest_by_digest(ExchangePtr exchange,
+                                               const Route &route) {
+  auto entry = load_manifest(route.reference);
+  if (!entry) {
+    fetch_manifest(std::move(exchange), route, route.reference, false,
+                   CacheResult::Miss);
+    return;
+  }
+  auto accepted = parse_accept(exchange->request().accept);
+  if (!acceptable(accepted, entry->media_type)) {
+    respond_error(exchange,
+                  OciError{404, "MANIFEST_UNKNOWN",
+                           "manifest " + route.reference + " is " +
+                               entry->media_type +
+                               ", which the Accept header does not allow"});
+    return;
+  }
+  if (repository_confirmed(route, route.reference)) {
+    touch(route.reference);
+    send_manifest(exchange, *entry, CacheResult::Hit);
+    return;
+  }
+  confirm_upstream(std::move(exchange), route, "manifests",
+                   [this, entry](ExchangePtr confirmed) {
+                     touch(entry->digest);
+                     send_manifest(confirmed, *entry, CacheResult::Hit);
+                   });
+}
+
+void RegistryService::fetch_manifest(ExchangePtr exchange, const Route &route,
+                                     const std::string &reference,
+                                     bool record_tag, CacheResult outcome) {
+  const std::string accept = exchange->request().accept;
+  std::string key = "GET manifest\n" +
+                    member_key(route.upstream, route.repository, reference) +
+                    "\n" + accept;
+  Route copy = route;
+  bool joined = false;
+  exchange->fetch_id = calls_.run(
+      key, origin_for(route.upstream),
+      [&] {
+        upstream::Request request;
+        request.method = "GET";
+        request.path = "/v2/" + route.repository + "/manifests/" + reference;
+        request.scope = "repository:" + route.repository + ":pull";
+        if (!accept.empty()) {
+          request.headers.emplace_back("accept", accept);
+        }
+        GC_LOG(Registry, info, "fetching manifest upstream={} repo={} ref={}",
+               route.upstream, route.repository, reference);
+        return request;
+      },
+      limits_.max_manifest_bytes,
+      [this, exchange, copy, reference, record_tag,
+       outcome](const CallResult &result) {
+        on_manifest_fetched(exchange, copy, reference, record_tag, outcome,
+                            result);
+      },
+      &joined);
+  if (joined) {
+    exchange->cache_result = CacheResult::Joined;
+  }
+}
+
+void RegistryService::on_manifest_fetched(ExchangePtr exchange,
+                                          const Route &route,
+                                          const std::string &reference,
+                                          bool record_tag,
+                                          CacheResult outcome,
+                                          const CallResult &result) {
+  if (result.error || result.head.status != 200) {
+    if (!exchange->closed()) {
+      respond_upstream_failure(exchange, route, result, "manifest");
+    }
+    return;
+  }
+  auto media_type = result.head.header("content-type");
+  if (!media_type || media_type->empty()) {
+    GC_LOG(Registry, error,
+           "upstream={} repo={} ref={} sent a manifest without Content-Type",
+           route.upstream, route.repository, reference);
+    respond_error(exchange, OciError{502, "UNAVAILABLE",
+                                     "upstream sent a manifest without a "
+                                     "Content-Type"});
+    return;
+  }
+  // The digest that names the bytes: the one asked for, or for a tag the
+  // one the upstream announced, and in either case what the bytes hash to.
+  auto requested = cache::Digest::parse(reference);
+  auto announced_header = result.head.header("docker-content-digest");
+  std::optional<cache::Digest> announced;
+  if (requested) {
+    announced = *requested;
+  } else if (announced_header) {
+    auto parsed = cache::Digest::parse(*announced_header);
+    if (parsed) {
+      announced = *parsed;
+    }
+  }
+  auto algorithm =
+      announced ? announced->algorithm : cache::DigestAlgorithm::Sha256;
+  cache::Digest actual = cache::digest_of(result.body, algorithm);
+  if (announced && !(actual == *announced)) {
+    GC_LOG(Registry, error,
+           "manifest digest mismatch upstream={} repo={} ref={} "
+           "expected={} actual={}; nothing stored",
+           route.upstream, route.repository, reference, announced->str(),
+           actual.str());
+    respond_error(exchange,
+                  OciError{502, "UNAVAILABLE",
+                           "upstream sent a manifest that does not match "
+                           "its digest"});
+    return;
+  }
+  std::string digest = actual.str();
+  auto entry = std::make_shared<ManifestEntry>();
+  entry->bytes = std::make_shared<const std::string>(result.body);
+  entry->media_type = *media_type;
+  entry->digest = digest;
+  bool already_cached = manifests_.get(digest) != nullptr;
+  manifests_.put(entry);
+  remember_repository(route, digest, false);
+  if (!already_cached) {
+    // Store the verified bytes, then index them, off the loop.
+    auto store = store_;
+    auto index = index_;
+    auto bytes = entry->bytes;
+    std::string type = *media_type;
+    Route copy = route;
+    std::string tag_target = record_tag ? route.reference : "";
+    worker_.post(
+        [store, index, bytes, type, copy, digest, actual, tag_target] {
+          auto stored = store->put(actual, *bytes);
+          if (!stored) {
+            GC_LOG(Cache, error, "storing manifest {} failed: {}", digest,
+                   stored.error().message);
+            return;
+          }
+          int64_t now = unix_now();
+          cache::ContentRecord record{bytes->size(), type,
+                                      cache::ContentKind::Manifest, now};
+          auto indexed =
+              index->put_content(digest, record, copy.upstream,
+                                 copy.repository);
+          if (indexed && !tag_target.empty()) {
+            indexed = index->put_tag(copy.upstream, copy.repository,
+                                     tag_target,
+                                     cache::TagRecord{type, digest, now, now});
+          }
+          if (!indexed) {
+            GC_LOG(Cache, error, "indexing manifest {} failed: {}", digest,
+                   indexed.error().message);
+          }
+        },
+        nullptr);
+  } else if (record_tag) {
+    auto index = index_;
+    Route copy = route;
+    std::string type = *media_type;
+    worker_.post(
+        [index, copy, digest, type] {
+          int64_t now = unix_now();
+          (void)index->add_repository(digest, copy.upstream, copy.repository);
+          (void)index->put_tag(copy.upstream, copy.repository,
+                               copy.reference,
+                               cache::TagRecord{type, digest, now, now});
+        },
+        nullptr);
+  }
+  if (exchange->closed()) {
+    return;
+  }
+  auto accepted = parse_accept(exchange->request().accept);
+  if (!acceptable(accepted, entry->media_type)) {
+    respond_error(exchange,
+                  OciError{404, "MANIFEST_UNKNOWN",
+                           "upstream returned " + entry->media_type +
+                               ", which the Accept header does not allow"});
+    return;
+  }
+  if (exchange->cache_result == CacheResult::None) {
+    exchange->cache_result = outcome;
+  }
+  send_manifest(exchange, *entry, exchange->cache_result);
+}
+
+void RegistryService::send_manifest(const ExchangePtr &exchange,
+                                    const ManifestEntry &entry,
+                                    CacheResult outcome) {
+  if (exchange->cache_result == CacheResult::None ||
+      outcome != CacheResult::Miss) {
+    exchange->cache_result = outcome;
+  }
+  Response response;
+  response.status = 200;
+  response.headers = content_headers(entry.media_type, entry.digest);
+  response.head_length = static_cast<int64_t>(entry.bytes->size());
+  if (exchange->request().method == Method::Get) {
+    response.body = std::make_unique<front::MemoryBody>(entry.bytes);
+  }
+  exchange->respond(std::move(response));
+}
+
+std::shared_ptr<const ManifestEntry>
+RegistryService::load_manifest(const std::string &digest) {
+  if (auto entry = manifests_.get(digest)) {
+    return entry;
+  }
+  auto parsed = cache::Digest::parse(digest);
+  if (!parsed) {
+    return nullptr;
+  }
+  auto record = index_->get_content(digest);
+  if (!record || !*record ||
+      (*record)->kind != cache::ContentKind::Manifest ||
+      (*record)->size > limits_.max_manifest_bytes) {
+    return nullptr;
+  }
+  // NOTE: a blocking read on the loop. Manifests are small and recently
+  // used ones stay in memory, so this runs once per manifest per start.
+  auto fd = store_->open_read(*parsed);
+  if (!fd) {
+    return nullptr;
+  }
+  std::string bytes((*record)->size, '\0');
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t got = pread(*fd, bytes.data() + done, bytes.size() - done,
+                        static_cast<off_t>(done));
+    if (got < 0 && errno == EINTR) {
+      continue;
+    }
+    if (got <= 0) {
+      break;
+    }
+    done += static_cast<size_t>(got);
+  }
+  close(*fd);
+  if (done != bytes.size() ||
+      !(cache::digest_of(bytes, parsed->algorithm) == *parsed)) {
+    GC_LOG(Cache, error, "stored manifest {} is damaged; dropping it",
+           digest);
+    return nullptr;
+  }
+  auto entry = std::make_shared<ManifestEntry>();
+  entry->bytes = std::make_shared<const std::string>(std::move(bytes));
+  entry->media_type = (*record)->media_type;
+  entry->digest = digest;
+  manifests_.put(entry);
+  return entry;
+}
+
+// ---- Blobs ------------------------------------------------------------
+
+void RegistryService::serve_blob(ExchangePtr exchange, const Route &route) {
+  auto digest = cache::Digest::parse(route.reference);
+  if (!digest) {
+    respond_error(exchange, OciError{400, "DIGEST_INVALID",
+                                     digest.error().message});
+    return;
+  }
+  auto record = index_->get_content(route.reference);
+  if (record && *record && store_->size_of(*digest)) {
+    cache::ContentRecord content = **record;
+    if (repository_confirmed(route, route.reference)) {
+      send_stored_blob(exchange, *digest, content, CacheResult::Hit);
+      return;
+    }
+    cache::Digest copy = *digest;
+    confirm_upstream(std::move(exchange), route, "blobs",
+                     [this, copy, content](ExchangePtr confirmed) {
+                       send_stored_blob(confirmed, copy, content,
+                                        CacheResult::Hit);
+                     });
+    return;
+  }
+  auto running = fetches_.find(route.reference);
+  if (running != fetches_.end()) {
+    auto fetch = running->second;
+    if (fetch->upstream() == route.upstream &&
+        fetch->repository() == route.repository) {
+      join_fetch(std::move(exchange), fetch, CacheResult::Joined);
+      return;
+    }
+    confirm_upstream(std::move(exchange), route, "blobs",
+                     [this, fetch](ExchangePtr confirmed) {
+                       join_fetch(std::move(confirmed), fetch,
+                                  CacheResult::Joined);
+                     });
+    return;
+  }
+  if (exchange->request().method == Method::Head) {
+    head_blob_upstream(std::move(exchange), route);
+    return;
+  }
+  start_fetch(std::move(exchange), route, *digest);
+}
+
+void RegistryService::send_stored_blob(const ExchangePtr &exchange,
+                                       const cache::Digest &digest,
+                                       const cache::ContentRecord &record,
+                                       CacheResult outcome) {
+  exchange->cache_result = outcome;
+  auto fd = store_->open_read(digest);
+  if (!fd) {
+    GC_LOG(Cache, error, "opening blob {} failed: {}", digest.str(),
+           fd.error().message);
+    respond_error(exchange, OciError{404, "BLOB_UNKNOWN",
+                                     "blob " + digest.str() +
+                                         " is not available"});
+    return;
+  }
+  struct stat info {};
+  if (fstat(*fd, &info) != 0) {
+    close(*fd);
+    respond_error(exchange, OciError{500, "UNKNOWN", "cannot read blob"});
+    return;
+  }
+  uint64_t size = static_cast<uint64_t>(info.st_size);
+  touch(digest.str());
+  Response response;
+  response.headers = content_headers(record.media_type, digest.str());
+  response.headers.emplace_back("accept-ranges", "bytes");
+  auto range = parse_range(exchange->request().range, size);
+  uint64_t first = 0;
+  uint64_t length = size;
+  switch (range.kind) {
+  case RangeKind::None:
+    response.status = 200;
+    break;
+  case RangeKind::Satisfiable:
+    response.status = 206;
+    first = range.first;
+    length = range.last - range.first + 1;
+    response.headers.emplace_back("content-range",
+                                  content_range(range.first, range.last,
+                                                size));
+    break;
+  case RangeKind::Unsatisfiable:
+    close(*fd);
+    respond_error(exchange,
+                  OciError{416, "RANGE_INVALID",
+                           "range " + exchange->request().range +
+                               " is outside the blob"},
+                  {{"content-range", "bytes */" + std::to_string(size)}});
+    return;
+  case RangeKind::Invalid:
+  case RangeKind::Multiple:
+    close(*fd);
+    respond_error(exchange,
+                  OciError{416, "RANGE_INVALID",
+                           "invalid or multiple range '" +
+                               exchange->request().range + "'"},
+                  {{"content-range", "bytes */" + std::to_string(size)}});
+    return;
+  }
+  response.head_length = static_cast<int64_t>(length);
+  if (exchange->request().method == Method::Get) {
+    auto body = front::FileBody::open(*fd, first, length);
+    if (!body) {
+      close(*fd);
+      GC_LOG(Cache, error, "reading blob {} failed: {}", digest.str(),
+             body.error().message);
+      respond_error(exchange, OciError::unavailable("cannot read blob " +
+                                                    digest.str()));
+      return;
+    }
+    response.body = std::move(*body);
+  }
+  close(*fd);
+  exchange->respond(std::move(response));
+}
+
+void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
+                                  const cache::Digest &digest) {
+  auto fetch = std::make_shared<BlobFetch>(next_fetch_id(), digest,
+                                           route.upstream, route.repository,
+                                           store_);
+  fetches_.emplace(route.reference, fetch);
+  std::string key = route.reference;
+  fetch->on_finished([this, key](BlobFetch &) { fetches_.erase(key); });
+  auto index = index_;
+  auto store = store_;
+  uint64_t max_bytes = config_->storage.max_size_bytes;
+  std::string upstream = route.upstream;
+  std::string repository = route.repository;
+  std::string digest_text = digest.str();
+  fetch->start(
+      client_, origin_for(route.upstream), worker_,
+      [index, store, max_bytes, upstream, repository,
+       digest_text](cache::BlobStore::Writer &writer,
+                    const std::string &media_type) -> Result<void> {
+        auto committed = writer.commit();
+        if (!committed) {
+          return committed;
+        }
+        cache::ContentRecord record{writer.size(), media_type,
+                                    cache::ContentKind::Blob, unix_now()};
+        auto indexed =
+            index->put_content(digest_text, record, upstream, repository);
+        if (!indexed) {
+          return indexed;
+        }
+        // TODO: evict least recently used content when the store passes
+        // storage.max_size.
+        (void)max_bytes;
+        return {};
+      });
+  remember_repository(route, route.reference, false);
+  join_fetch(std::move(exchange), fetch, CacheResult::Miss);
+}
+
+void RegistryService::join_fetch(ExchangePtr exchange,
+                                 std::shared_ptr<BlobFetch> fetch,
+                                 CacheResult outcome) {
+  exchange->cache_result = outcome;
+  exchange->fetch_id = fetch->id();
+  fetch->on_head_known([this, exchange, fetch](BlobFetch &known) {
+    if (exchange->closed()) {
+      return;
+    }
+    if (known.state() == BlobFetch::State::Failed) {
+      Route route;
+      route.upstream = known.upstream();
+      route.repository = known.repository();
+      CallResult result;
+      result.head.status = known.upstream_status();
+      if (known.upstream_status() == 0) {
+        result.error = known.error();
+      }
+      if (known.retry_after()) {
+        result.head.headers.emplace_back("retry-after", *known.retry_after());
+      }
+      respond_upstream_failure(exchange, route, result, "blob");
+      return;
+    }
+    Response response;
+    response.headers = content_headers(known.media_type(),
+                                       known.digest().str());
+    int64_t size = known.size();
+    uint64_t first = 0;
+    int64_t length = size;
+    if (size >= 0) {
+      response.headers.emplace_back("accept-ranges", "bytes");
+      auto range = parse_range(exchange->request().range,
+                               static_cast<uint64_t>(size));
+      switch (range.kind) {
+      case RangeKind::None:
+        response.status = 200;
+        break;
+      case RangeKind::Satisfiable:
+        response.status = 206;
+        first = range.first;
+        length = static_cast<int64_t>(range.last - range.first + 1);
+        response.headers.emplace_back(
+            "content-range",
+            content_range(range.first, range.last,
+                          static_cast<uint64_t>(size)));
+        break;
+      case RangeKind::Unsatisfiable:
+      case RangeKind::Invalid:
+      case RangeKind::Multiple:
+        respond_error(exchange,
+                      OciError{416, "RANGE_INVALID",
+                               "range '" + exchange->request().range +
+                                   "' is invalid or outside the blob"},
+                      {{"content-range",
+                        "bytes */" + std::to_string(size)}});
+        return;
+      }
+    } else {
+      // Size unknown until the download ends: a Range is ignored, which
+      // RFC 9110 section 14.2 allows, and the whole blob is sent.
+      response.status = 200;
+    }
+    response.head_length = length;
+    if (exchange->request().method == Method::Get) {
+      response.body = std::make_unique<FetchBody>(fetch, first, length);
+    }
+    exchange->respond(std::move(response));
+  });
+}
+
+void RegistryService::head_blob_upstream(ExchangePtr exchange,
+                                         const Route &route) {
+  std::string key = "HEAD blob\n" + member_key(route.upstream,
+                                               route.repository,
+                                               route.reference);
+  Route copy = route;
+  exchange->fetch_id = calls_.run(
+      key, origin_for(route.upstream),
+      [&] {
+        upstream::Request request;
+        request.method = "HEAD";
+        request.path = "/v2/" + route.repository + "/blobs/" + route.reference;
+        request.scope = "repository:" + route.repository + ":pull";
+        return request;
+      },
+      0,
+      [this, exchange, copy](const CallResult &result) {
+        if (exchange->closed()) {
+          return;
+        }
+        if (result.error || result.head.status != 200) {
+          respond_upstream_failure(exchange, copy, result, "blob");
+          return;
+        }
+        exchange->cache_result = CacheResult::Miss;
+        Response response;
+        response.headers = content_headers(
+            result.head.header("content-type")
+                .value_or("application/octet-stream"),
+            copy.reference);
+        auto length = result.head.header("content-length");
+        if (length) {
+          response.head_length = std::strtoll(length->c_str(), nullptr, 10);
+        }
+        exchange->respond(std::move(response));
+      });
+}
+
+// ---- Repository membership -------------------------------------------
+
+bool RegistryService::repository_confirmed(const Route &route,
+                                           const std::string &digest) {
+  std::string key = member_key(route.upstream, route.repository, digest);
+  if (confirmed_.contains(key)) {
+    return true;
+  }
+  auto known = index_->has_repository(digest, route.upstream,
+                                      route.repository);
+  if (known && *known) {
+    confirmed_.insert(std::move(key));
+    return true;
+  }
+  return false;
+}
+
+void RegistryService::remember_repository(const Route &route,
+                                          const std::string &digest,
+                                          bool persist) {
+  // The set only caches positive index answers; bound it crudely.
+  if (confirmed_.size() > 1'000'000) {
+    confirmed_.clear();
+  }
+  confirmed_.insert(member_key(route.upstream, route.repository, digest));
+  if (persist) {
+    auto index = index_;
+    Route copy = route;
+    worker_.post(
+        [index, copy, digest] {
+          (void)index->add_repository(digest, copy.upstream,
+                                      copy.repository);
+        },
+        nullptr);
+  }
+}
+
+void RegistryService::confirm_upstream(
+    ExchangePtr exchange, const Route &route, const std::string &what,
+    std::function<void(ExchangePtr)> on_confirmed) {
+  std::string key = "HEAD " + what + "\n" +
+                    member_key(route.upstream, route.repository,
+                               route.reference);
+  Route copy = route;
+  exchange->fetch_id = calls_.run(
+      key, origin_for(route.upstream),
+      [&] {
+        upstream::Request request;
+        request.method = "HEAD";
+        request.path = "/v2/" + route.repository + "/" + what + "/" +
+                       route.reference;
+        request.scope = "repository:" + route.repository + ":pull";
+        request.headers.emplace_back("accept", "*/*");
+        return request;
+      },
+      0,
+      [this, exchange, copy, what,
+       on_confirmed = std::move(on_confirmed)](const CallResult &result) {
+        if (exchange->closed()) {
+          return;
+        }
+        if (result.error || result.head.status != 200) {
+          respond_upstream_failure(exchange, copy, result,
+                                   what == "blobs" ? "blob" : "manifest");
+          return;
+        }
+        remember_repository(copy, copy.reference, true);
+        on_confirmed(exchange);
+      });
+}
+
+// ---- Other endpoints and helpers -------------------------------------
+
+void RegistryService::serve_tags_list(ExchangePtr exchange,
+                                      const Route &route) {
+  std::string key = "GET tags\n" + route.upstream + "\n" + route.repository;
+  Route copy = route;
+  exchange->fetch_id = calls_.run(
+      key, origin_for(route.upstream),
+      [&] {
+        upstream::Request request;
+        request.method = "GET";
+        request.path = "/v2/" + route.repository + "/tags/list";
+        request.scope = "repository:" + route.repository + ":pull";
+        return request;
+      },
+      MaxTagListBytes,
+      [this, exchange, copy](const CallResult &result) {
+        if (exchange->closed()) {
+          return;
+        }
+        if (result.error || result.head.status != 200) {
+          respond_upstream_failure(exchange, copy, result, "repository");
+          return;
+        }
+        // TODO: follow `Link` pagination; only the first page is relayed.
+        Response response;
+        response.headers = {
+            {"content-type", result.head.header("content-type")
+                                 .value_or("application/json")}};
+        response.head_length = static_cast<int64_t>(result.body.size());
+        if (exchange->request().method == Method::Get) {
+          response.body = std::make_unique<front::MemoryBody>(result.body);
+        }
+        exchange->respond(std::move(response));
+      });
+}
+
+void RegistryService::respond_error(const ExchangePtr &exchange,
+                                    const OciError &error, HeaderList extra) {
+  Response response;
+  response.status = error.status;
+  response.headers = {{"content-type", "application/json"},
+                      {"docker-distribution-api-version", "registry/2.0"}};
+  for (auto &header : extra) {
+    response.headers.push_back(std::move(header));
+  }
+  std::string body = oci_error_body(error);
+  response.head_length = static_cast<int64_t>(body.size());
+  if (exchange->request().method != Method::Head) {
+    response.body = std::make_unique<front::MemoryBody>(std::move(body));
+  }
+  exchange->respond(std::move(response));
+}
+
+void RegistryService::respond_upstream_failure(const ExchangePtr &exchange,
+                                               const Route &route,
+                                               const CallResult &result,
+                                               const std::string &what) {
+  std::string subject = route.upstream + "/" + route.repository;
+  if (result.error) {
+    GC_LOG(Registry, warn, "upstream={} repo={} failed for {} f={}: {}",
+           route.upstream, route.repository, what, exchange->fetch_id,
+           result.error->message);
+    respond_error(exchange,
+                  OciError{503, "UNAVAILABLE",
+                           "upstream " + route.upstream +
+                               " is unavailable and no cached copy exists"});
+    return;
+  }
+  int status = result.head.status;
+  if (status == 404) {
+    std::string code = what == "blob"       ? "BLOB_UNKNOWN"
+                       : what == "manifest" ? "MANIFEST_UNKNOWN"
+                                            : "NAME_UNKNOWN";
+    respond_error(exchange,
+                  OciError{404, code, what + " not found in " + subject});
+    return;
+  }
+  if (status == 429) {
+    HeaderList extra;
+    if (auto retry = result.head.header("retry-after")) {
+      extra.emplace_back("retry-after", *retry);
+    }
+    respond_error(exchange,
+                  OciError{429, "TOOMANYREQUESTS",
+                           "upstream " + route.upstream +
+                               " is rate limiting and no cached copy exists"},
+                  std::move(extra));
+    return;
+  }
+  if (status == 401 || status == 403) {
+    respond_error(exchange, OciError{403, "DENIED",
+                                     "upstream denied access to " + subject});
+    return;
+  }
+  GC_LOG(Registry, warn, "upstream={} repo={} answered {} for {}",
+         route.upstream, route.repository, status, what);
+  respond_error(exchange,
+                OciError{503, "UNAVAILABLE",
+                         "upstream " + route.upstream + " answered " +
+                             std::to_string(status)});
+}
+
+const upstream::Origin &
+RegistryService::origin_for(const std::string &upstream) {
+  return origins_.at(upstream);
+}
+
+void RegistryService::touch(const std::string &digest) {
+  if (touched_.size() < 100'000) {
+    touched_.insert(digest);
+  }
+}
+
+void RegistryService::flush_access_times() {
+  if (touched_.empty()) {
+    return;
+  }
+  std::vector<std::string> digests(touched_.begin(), touched_.end());
+  touched_.clear();
+  auto index = index_;
+  worker_.post(
+      [index, digests = std::move(digests)] {
+        auto touched = index->touch_content(digests, unix_now());
+        if (!touched) {
+          GC_LOG(Cache, warn, "recording access times failed: {}",
+                 touched.error().message);
+        }
+      },
+      nullptr);
+}
+
+void RegistryService::on_flush_timer(struct ev_loop *, ev_timer *timer, int) {
+  static_cast<RegistryService *>(timer->data)->flush_access_times();
+}
+
+} // namespace gatecache::registry

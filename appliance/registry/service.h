@@ -1,0 +1,134 @@
+// The pull-through registry: answers the OCI distribution pull API from the
+// cache and fills the cache from the upstreams.
+//
+// Request path:
+//  - A manifest by tag is revalidated with a HEAD (free on Docker Hub); a
+//    changed or unknown digest is fetched by digest, so a tag moving while
+//    the request runs never stores mismatched bytes. Upstream unreachable,
+//    5xx or 429: the stored tag is served stale and logged.
+//  - Manifests and blobs by digest are served from the store once the
+//    repository is known to hold them; content seen only in another
+//    repository is confirmed with a HEAD first.
+//  - A missing blob starts one `BlobFetch`; every request for that digest
+//    follows the same download.
+// Threading: one instance per loop; storage writes go to the `DiskWorker`.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <ev.h>
+
+#include "appliance/config/config.h"
+#include "appliance/front/exchange.h"
+#include "appliance/registry/blob_fetch.h"
+#include "appliance/registry/buffered_call.h"
+#include "appliance/registry/disk_worker.h"
+#include "appliance/registry/manifest_cache.h"
+#include "appliance/registry/route.h"
+#include "appliance/upstream/client.h"
+#include "cache/blob_store.h"
+#include "cache/index.h"
+
+namespace gatecache::registry {
+
+struct ServiceLimits {
+  // Largest manifest accepted from an upstream. The OCI distribution
+  // specification asks registries to accept at least 4 MiB.
+  size_t max_manifest_bytes = 8 << 20;
+  // Memory for verified manifests served without disk reads.
+  size_t manifest_cache_bytes = 64 << 20;
+  // Seconds between flushes of last-access times to the index.
+  double access_flush_interval_s = 30;
+};
+
+class RegistryService final : public front::RequestHandler {
+public:
+  RegistryService(struct ev_loop *loop,
+                  std::shared_ptr<const config::Config> config,
+                  std::shared_ptr<cache::BlobStore> store,
+                  std::shared_ptr<cache::Index> index,
+                  upstream::Client &client, DiskWorker &worker,
+                  ServiceLimits limits = {});
+  ~RegistryService() override;
+
+  void handle(std::shared_ptr<front::Exchange> exchange) override;
+
+  // Number of blob downloads running, for status and tests.
+  size_t fetches_in_flight() const { return fetches_.size(); }
+
+private:
+  using ExchangePtr = std::shared_ptr<front::Exchange>;
+
+  // Manifests.
+  void serve_manifest_by_tag(ExchangePtr exchange, const Route &route);
+  void serve_manifest_by_digest(ExchangePtr exchange, const Route &route);
+  void on_tag_checked(ExchangePtr exchange, const Route &route,
+                      std::optional<cache::TagRecord> stored,
+                      const CallResult &result);
+  void fetch_manifest(ExchangePtr exchange, const Route &route,
+                      const std::string &reference, bool record_tag,
+                      front::CacheResult outcome);
+  void on_manifest_fetched(ExchangePtr exchange, const Route &route,
+                           const std::string &reference, bool record_tag,
+                           front::CacheResult outcome,
+                           const CallResult &result);
+  void send_manifest(const ExchangePtr &exchange, const ManifestEntry &entry,
+                     front::CacheResult outcome);
+  std::shared_ptr<const ManifestEntry> load_manifest(const std::string &digest);
+
+  // Blobs.
+  void serve_blob(ExchangePtr exchange, const Route &route);
+  void send_stored_blob(const ExchangePtr &exchange,
+                        const cache::Digest &digest,
+                        const cache::ContentRecord &record,
+                        front::CacheResult outcome);
+  void join_fetch(ExchangePtr exchange, std::shared_ptr<BlobFetch> fetch,
+                  front::CacheResult outcome);
+  void start_fetch(ExchangePtr exchange, const Route &route,
+                   const cache::Digest &digest);
+  void head_blob_upstream(ExchangePtr exchange, const Route &route);
+
+  // Repository membership of content.
+  bool repository_confirmed(const Route &route, const std::string &digest);
+  void remember_repository(const Route &route, const std::string &digest,
+                           bool persist);
+  void confirm_upstream(ExchangePtr exchange, const Route &route,
+                        const std::string &what,
+                        std::function<void(ExchangePtr)> on_confirmed);
+
+  // Other endpoints and helpers.
+  void serve_tags_list(ExchangePtr exchange, const Route &route);
+  void respond_error(const ExchangePtr &exchange, const OciError &error,
+                     front::HeaderList extra = {});
+  void respond_upstream_failure(const ExchangePtr &exchange, const Route &route,
+                                const CallResult &result,
+                                const std::string &what);
+  const upstream::Origin &origin_for(const std::string &upstream);
+  void touch(const std::string &digest);
+  void flush_access_times();
+  static void on_flush_timer(struct ev_loop *loop, ev_timer *timer,
+                             int revents);
+
+  struct ev_loop *loop_;
+  std::shared_ptr<const config::Config> config_;
+  RouteTable routes_;
+  std::shared_ptr<cache::BlobStore> store_;
+  std::shared_ptr<cache::Index> index_;
+  upstream::Client &client_;
+  DiskWorker &worker_;
+  ServiceLimits limits_;
+  CallGroup calls_;
+  ManifestCache manifests_;
+  std::unordered_map<std::string, upstream::Origin> origins_;
+  std::unordered_map<std::string, std::shared_ptr<BlobFetch>> fetches_;
+  std::unordered_set<std::string> confirmed_;
+  std::unordered_set<std::string> touched_;
+  ev_timer flush_timer_;
+};
+
+} // namespace gatecache::registry
