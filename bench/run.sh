@@ -397,12 +397,16 @@ check_cached() {
       die "docker-registry did not store the blob at $data within 120 s"
       ;;
     gatecache)
-      # TODO: gatecache's blob store layout is not settled, so this only
-      # looks for a file named after the digest and warns when none exists.
-      if ! find "$server_state/state" -name "*$hex*" -print -quit |
-        grep -q .; then
-        log "warning: no file named after $hex under $server_state/state"
-      fi
+      # gatecache's blob store keeps <storage.path>/blobs/sha256/<ab>/<hex>.
+      # The loop also covers a commit that ends after the response does.
+      local data=$server_state/state/blobs/sha256/${hex:0:2}/$hex i
+      for ((i = 0; i < 1200; i++)); do
+        if [[ -f $data && $(stat -c %s "$data") == "$blob_size" ]]; then
+          return 0
+        fi
+        sleep 0.1
+      done
+      die "gatecache did not store the blob at $data within 120 s"
       ;;
   esac
 }
