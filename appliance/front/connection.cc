@@ -4,8 +4,6 @@
 #include <cstring>
 #include <utility>
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,10 +25,6 @@ constexpr int MaxReadsPerEvent = 16;
 // and this many bytes after its close_notify.
 constexpr double LingerTimeoutS = 2;
 constexpr size_t LingerMaxBytes = 1024 * 1024;
-// A write larger than one TLS record turns on TCP_CORK until the end of
-// the write pass, so that the kernel sends full segments instead of one
-// per record.
-constexpr size_t CorkThresholdBytes = 16 * 1024;
 
 // Returns the reason of the first error on OpenSSL's queue, for logs.
 const char *ssl_error_reason() {
@@ -66,6 +60,9 @@ Connection::~Connection() {
   ev_io_stop(loop_, &read_watcher_);
   ev_io_stop(loop_, &write_watcher_);
   ev_timer_stop(loop_, &timer_);
+  // Send what the write buffer still holds, such as the part of a body
+  // written before its source failed, if the socket takes it now.
+  BIO_flush(SSL_get_wbio(ssl_));
   SSL_free(ssl_);
   ::close(fd_);
 }
@@ -351,10 +348,6 @@ Connection::WriteResult Connection::write(const void *data, size_t size) {
            retry_size_, id_);
     return {IoStatus::Error, 0};
   }
-  if (size > CorkThresholdBytes && !corked_) {
-    set_cork(true);
-  }
-
   ERR_clear_error();
   size_t written = 0;
   int rv = SSL_write_ex(ssl_, data, size, &written);
@@ -412,8 +405,9 @@ void Connection::do_write() {
     }
   } while (write_requested_ && !write_blocked_);
 
-  if (corked_) {
-    set_cork(false);
+  if (!write_blocked_ && !flush_tls()) {
+    state_ = State::Dead;
+    return;
   }
   if (!write_blocked_ && !read_wants_write_) {
     stop_write_watcher();
@@ -421,6 +415,25 @@ void Connection::do_write() {
   if (state_ == State::Closing && !write_blocked_) {
     finish_closing();
   }
+}
+
+bool Connection::flush_tls() {
+  BIO *bio = SSL_get_wbio(ssl_);
+  if (BIO_wpending(bio) == 0) {
+    return true;
+  }
+  if (BIO_flush(bio) == 1) {
+    last_io_ = ev_now(loop_);
+    return true;
+  }
+  if (BIO_should_retry(bio)) {
+    write_blocked_ = true;
+    start_write_watcher();
+    return true;
+  }
+  GC_LOG(Front, debug, "client closed the connection during a write c={}",
+         id_);
+  return false;
 }
 
 void Connection::close_after_flush() {
@@ -434,16 +447,26 @@ void Connection::close_after_flush() {
 void Connection::abort() { state_ = State::Dead; }
 
 void Connection::finish_closing() {
-  ERR_clear_error();
-  int rv = SSL_shutdown(ssl_);
-  if (rv < 0) {
-    int error = SSL_get_error(ssl_, rv);
-    if (error == SSL_ERROR_WANT_WRITE) {
-      write_blocked_ = true;
-      start_write_watcher();
+  if (!close_notify_sent_) {
+    ERR_clear_error();
+    int rv = SSL_shutdown(ssl_);
+    if (rv < 0) {
+      int error = SSL_get_error(ssl_, rv);
+      if (error == SSL_ERROR_WANT_WRITE) {
+        write_blocked_ = true;
+        start_write_watcher();
+        return;
+      }
+      state_ = State::Dead;
       return;
     }
+    close_notify_sent_ = true;
+  }
+  if (!flush_tls()) {
     state_ = State::Dead;
+    return;
+  }
+  if (write_blocked_) {
     return;
   }
 
@@ -539,13 +562,6 @@ void Connection::stop_read_watcher() {
   if (ev_is_active(&read_watcher_)) {
     ev_io_stop(loop_, &read_watcher_);
   }
-}
-
-void Connection::set_cork(bool on) {
-  int value = on ? 1 : 0;
-  // A failure only costs segment efficiency, so it is not reported.
-  ::setsockopt(fd_, IPPROTO_TCP, TCP_CORK, &value, sizeof(value));
-  corked_ = on;
 }
 
 } // namespace gatecache::front

@@ -114,6 +114,7 @@ private:
   void do_read();
   void do_write();
   void do_shutdown_request();
+  bool flush_tls();
   void finish_closing();
   void do_linger_read();
   double deadline() const;
@@ -122,7 +123,6 @@ private:
   void stop_write_watcher();
   void start_read_watcher();
   void stop_read_watcher();
-  void set_cork(bool on);
 
   Listener &listener_;
   struct ev_loop *loop_;
@@ -149,7 +149,7 @@ private:
   bool in_callback_ = false;
   bool write_requested_ = false;
   bool shutdown_requested_ = false;
-  bool corked_ = false;
+  bool close_notify_sent_ = false;
   std::list<std::unique_ptr<Connection>>::iterator position_;
 };
 

@@ -1,6 +1,7 @@
 #include "appliance/front/http2_session.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -176,7 +177,7 @@ int Http2Session::on_begin_headers(const nghttp2_frame &frame) {
       frame.headers.cat != NGHTTP2_HCAT_REQUEST) {
     return 0;
   }
-  request_ = Request{};
+  reset_request();
   request_stream_ = frame.hd.stream_id;
   header_bytes_ = 0;
   request_error_status_ = 0;
@@ -236,6 +237,17 @@ int Http2Session::on_frame_recv(const nghttp2_frame &frame) {
 int Http2Session::on_data_chunk_recv(int32_t, size_t) {
   // Request bodies are dropped; nghttp2 returns the flow-control credit.
   return 0;
+}
+
+void Http2Session::reset_request() {
+  // Clearing keeps whatever capacity the strings still have, which a
+  // fresh `Request` would not.
+  request_.method = Method::Other;
+  request_.method_name.clear();
+  request_.path.clear();
+  request_.query.clear();
+  request_.accept.clear();
+  request_.range.clear();
 }
 
 void Http2Session::dispatch(int32_t stream_id) {
@@ -310,8 +322,7 @@ void Http2Session::submit_response(SessionExchange &exchange) {
   state.status = response.status;
   state.head_sent = true;
 
-  snprintf(state.status_text, sizeof(state.status_text), "%d",
-           response.status);
+  std::to_chars(state.status_text, state.status_text + 3, response.status);
   std::string_view date = http_date();
   std::memcpy(state.date_text, date.data(), date.size());
 
@@ -320,10 +331,13 @@ void Http2Session::submit_response(SessionExchange &exchange) {
   fields_.push_back(make_field("server", "gatecache"));
   fields_.push_back(make_field("date", {state.date_text, date.size()}));
   if (plan.content_length >= 0) {
-    int size = snprintf(state.length_text, sizeof(state.length_text), "%lld",
-                        static_cast<long long>(plan.content_length));
+    auto end = std::to_chars(state.length_text,
+                             state.length_text + sizeof(state.length_text),
+                             plan.content_length)
+                   .ptr;
     fields_.push_back(make_field(
-        "content-length", {state.length_text, static_cast<size_t>(size)}));
+        "content-length",
+        {state.length_text, static_cast<size_t>(end - state.length_text)}));
   }
   for (const auto &[name, value] : response.headers) {
     if (!is_valid_header_name(name) || !is_valid_header_value(value) ||

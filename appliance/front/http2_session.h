@@ -52,6 +52,7 @@ private:
   void on_response(SessionExchange &exchange) override;
   void on_body_ready(SessionExchange &exchange) override;
 
+  void reset_request();
   void dispatch(int32_t stream_id);
   void respond_with_error(int32_t stream_id, int status);
   void submit_response(SessionExchange &exchange);

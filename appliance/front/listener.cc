@@ -30,6 +30,8 @@ constexpr double AcceptRetryDelayS = 0.5;
 // The "accept failed" warning is logged at most once per this period.
 constexpr double AcceptWarnPeriodS = 10;
 constexpr int ListenBacklog = 4096;
+// Encrypted bytes gathered before a `send()`: 16 full TLS records.
+constexpr long WriteBufferBytes = 16 * (16384 + 22);
 
 int on_alpn_select(SSL *, const unsigned char **out, unsigned char *out_size,
                    const unsigned char *in, unsigned int in_size,
@@ -58,6 +60,32 @@ int on_alpn_select(SSL *, const unsigned char **out, unsigned char *out_size,
     return SSL_TLSEXT_ERR_OK;
   }
   return SSL_TLSEXT_ERR_NOACK;
+}
+
+// Reads go straight to the socket. Writes go through a buffer of a few
+// TLS records, which `Connection` flushes at the end of each write pass:
+// OpenSSL writes each record with its own system call, and on loopback
+// the per-call cost of TCP is as large as the cost of encryption.
+//
+// Kernel TLS needs OpenSSL to write to the socket itself, so a context that
+// enables it gets the plain socket.
+bool attach_socket(SSL *ssl, int fd) {
+  if ((SSL_get_options(ssl) & SSL_OP_ENABLE_KTLS) != 0) {
+    return SSL_set_fd(ssl, fd) == 1;
+  }
+  BIO *read_bio = BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO *socket_bio = BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO *buffer_bio = BIO_new(BIO_f_buffer());
+  if (read_bio == nullptr || socket_bio == nullptr || buffer_bio == nullptr ||
+      BIO_set_write_buffer_size(buffer_bio, WriteBufferBytes) != 1) {
+    BIO_free(read_bio);
+    BIO_free(socket_bio);
+    BIO_free(buffer_bio);
+    return false;
+  }
+  BIO *write_bio = BIO_push(buffer_bio, socket_bio);
+  SSL_set_bio(ssl, read_bio, write_bio);
+  return true;
 }
 
 std::string format_peer(const sockaddr_storage &address) {
@@ -265,8 +293,8 @@ void Listener::add_connection(int fd, const sockaddr_storage &address) {
     ::close(fd);
     return;
   }
-  if (SSL_set_fd(ssl, fd) != 1) {
-    GC_LOG(Front, error, "SSL_set_fd failed c={}", id);
+  if (!attach_socket(ssl, fd)) {
+    GC_LOG(Front, error, "cannot attach a socket to TLS c={}", id);
     SSL_free(ssl);
     ::close(fd);
     return;
