@@ -54,6 +54,10 @@ size_t Connection::capacity() const {
   return state_ == State::Ready ? session_->capacity() : 0;
 }
 
+bool Connection::usable() const {
+  return state_ == State::Ready && !session_->draining();
+}
+
 void Connection::start() {
   state_ = State::Resolving;
   ev_timer_set(&connect_timer_, context_.config.connect_timeout_s, 0);

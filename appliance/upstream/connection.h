@@ -50,6 +50,9 @@ public:
   // Returns true when nothing is left to read or write (HTTP/2 after
   // GOAWAY with no stream left).
   virtual bool finished() const = 0;
+  // Returns true when the session will take no new exchange ever again,
+  // such as after GOAWAY or a `Connection: close` response.
+  virtual bool draining() const = 0;
 };
 
 class Connection final : public Retirable {
@@ -82,6 +85,9 @@ public:
   const char *protocol() const { return http2_ ? "h2" : "http/1.1"; }
 
   size_t capacity() const;
+  // Returns true when the connection is ready and will take new exchanges,
+  // now or once its running ones end.
+  bool usable() const;
   // Name and port for messages: "registry.example:443".
   std::string peer_name() const;
 

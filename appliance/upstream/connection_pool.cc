@@ -80,10 +80,16 @@ void ConnectionPool::dispatch() {
   size_t wanted = 0;
   if (protocol_ == Protocol::Http1) {
     wanted = queue_.size() > connecting ? queue_.size() - connecting : 0;
-  } else {
-    // Until ALPN has selected the protocol, and for HTTP/2, one new
-    // connection at a time is enough because it can carry the whole queue.
-    wanted = connecting == 0 ? 1 : 0;
+  } else if (connecting == 0) {
+    // Until ALPN has selected the protocol, one connection is enough
+    // because HTTP/2 can carry the whole queue. With HTTP/2, exchanges
+    // beyond SETTINGS_MAX_CONCURRENT_STREAMS wait for a stream of a live
+    // connection, and a new connection opens only when none is live.
+    bool any_usable =
+        protocol_ == Protocol::Http2 &&
+        std::any_of(connections_.begin(), connections_.end(),
+                    [](const auto &item) { return item->usable(); });
+    wanted = any_usable ? 0 : 1;
   }
   size_t room = MaxConnections > connections_.size()
                     ? MaxConnections - connections_.size()

@@ -20,10 +20,10 @@ class Exchange;
 
 // Sends exchanges for one (host, port, CA file) over up to
 // `MaxConnections` connections. While the protocol is unknown, one
-// connection is opened and the queue waits for its ALPN result: HTTP/2
-// then carries every exchange on as few connections as the server's
-// SETTINGS_MAX_CONCURRENT_STREAMS allows, HTTP/1.1 takes one connection
-// per exchange in flight.
+// connection is opened and the queue waits for its ALPN result. HTTP/2
+// then carries every exchange on one live connection, and exchanges beyond
+// the server's SETTINGS_MAX_CONCURRENT_STREAMS wait in the queue. HTTP/1.1
+// takes one connection per exchange in flight.
 class ConnectionPool {
 public:
   static constexpr size_t MaxConnections = 8;

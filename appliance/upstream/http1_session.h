@@ -36,6 +36,8 @@ public:
 
   bool finished() const override { return false; }
 
+  bool draining() const override { return !reusable_; }
+
 private:
   static int on_header_field(http_parser *parser, const char *at,
                              size_t length) noexcept;

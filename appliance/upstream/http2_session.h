@@ -45,6 +45,8 @@ public:
   void fail_all(const Error &error) override;
   bool finished() const override;
 
+  bool draining() const override { return going_away_ || fatal_.has_value(); }
+
 private:
   struct Stream {
     int32_t id = 0;
