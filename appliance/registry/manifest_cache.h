@@ -36,12 +36,14 @@ public:
     if (size > max_bytes_) {
       return;
     }
-    erase(entry->digest);
-    order_.push_front(entry->digest);
-    entries_[entry->digest] = Slot{std::move(entry), order_.begin()};
+    std::string digest = entry->digest;
+    erase(digest);
+    order_.push_front(digest);
+    entries_[digest] = Slot{std::move(entry), order_.begin()};
     bytes_ += size;
     while (bytes_ > max_bytes_ && !order_.empty()) {
-      erase(order_.back());
+      std::string oldest = order_.back();
+      erase(oldest);
     }
   }
 
