@@ -15,6 +15,7 @@
 #include "appliance/registry/service.h"
 #include "appliance/upstream/client.h"
 #include "cache/blob_store.h"
+#include "cache/evictor.h"
 #include "cache/index.h"
 #include "common/log.h"
 #include "tls/ca.h"
@@ -137,6 +138,22 @@ int run_server(const std::string &config_path) {
     return 1;
   }
   std::shared_ptr<cache::Index> index = std::move(*opened);
+  // A crash between a commit and its index record leaves a file nobody
+  // can find; remove such files, then fit the store to its size bound.
+  if (auto swept = cache::remove_orphans(**store, *index); !swept) {
+    GC_LOG(Cache, warn, "removing unindexed files failed: {}",
+           swept.error().message);
+  } else if (swept->files > 0) {
+    GC_LOG(Cache, info, "removed {} unindexed files ({} bytes)",
+           swept->files, swept->bytes);
+  }
+  auto evicted = cache::evict_to(**store, *index,
+                                 config->storage.max_size_bytes,
+                                 [](const std::string &) { return false; });
+  if (!evicted) {
+    GC_LOG(Cache, warn, "evicting content failed: {}",
+           evicted.error().message);
+  }
 
   Daemon daemon;
   daemon.loop = ev_default_loop(EVFLAG_AUTO);

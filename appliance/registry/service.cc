@@ -12,6 +12,7 @@
 #include "appliance/front/file_body.h"
 #include "appliance/registry/range.h"
 #include "cache/digest.h"
+#include "cache/evictor.h"
 #include "common/log.h"
 
 namespace gatecache::registry {
@@ -108,6 +109,34 @@ HeaderList content_headers(const std::string &media_type,
   headers.emplace_back("etag", "\"" + digest + "\"");
   headers.emplace_back("docker-distribution-api-version", "registry/2.0");
   return headers;
+}
+
+// Removes least recently used content until the store fits `max_bytes`.
+// Runs on a disk worker thread right after `just_stored` was indexed, which
+// is never evicted by the same pass. Readers that have a file open keep
+// reading it after the unlink.
+void evict_if_needed(cache::BlobStore &store, cache::Index &index,
+                     uint64_t max_bytes, const std::string &just_stored) {
+  auto total = index.total_size();
+  if (!total || *total <= max_bytes) {
+    return;
+  }
+  auto evicted = cache::evict_to(
+      store, index, max_bytes,
+      [&just_stored](const std::string &digest) {
+        return digest == just_stored;
+      });
+  if (!evicted) {
+    GC_LOG(Cache, error, "evicting content failed: {}",
+           evicted.error().message);
+    return;
+  }
+  uint64_t bytes = 0;
+  for (const auto &[digest, record] : *evicted) {
+    bytes += record.size;
+  }
+  GC_LOG(Cache, info, "evicted {} items ({} bytes) to stay under {} bytes",
+         evicted->size(), bytes, max_bytes);
 }
 
 // Largest tag list relayed from an upstream.
@@ -389,9 +418,9 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
     GC_LOG(Registry, error,
            "upstream={} repo={} ref={} sent a manifest without Content-Type",
            route.upstream, route.repository, reference);
-    respond_error(exchange, OciError{502, "UNAVAILABLE",
-                                     "upstream sent a manifest without a "
-                                     "Content-Type"});
+    respond_error(exchange,
+                  OciError::unavailable("upstream sent a manifest without a "
+                                        "Content-Type"));
     return;
   }
   // The digest that names the bytes: the one asked for, or for a tag the
@@ -417,9 +446,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
            route.upstream, route.repository, reference, announced->str(),
            actual.str());
     respond_error(exchange,
-                  OciError{502, "UNAVAILABLE",
-                           "upstream sent a manifest that does not match "
-                           "its digest"});
+                  OciError::unavailable("upstream sent a manifest that does "
+                                        "not match its digest"));
     return;
   }
   std::string digest = actual.str();
@@ -439,7 +467,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
     Route copy = route;
     std::string tag_target = record_tag ? route.reference : "";
     worker_.post(
-        [store, index, bytes, type, copy, digest, actual, tag_target] {
+        [store, index, bytes, type, copy, digest, actual, tag_target,
+         max_bytes = config_->storage.max_size_bytes] {
           auto stored = store->put(actual, *bytes);
           if (!stored) {
             GC_LOG(Cache, error, "storing manifest {} failed: {}", digest,
@@ -460,7 +489,9 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
           if (!indexed) {
             GC_LOG(Cache, error, "indexing manifest {} failed: {}", digest,
                    indexed.error().message);
+            return;
           }
+          evict_if_needed(*store, *index, max_bytes, digest);
         },
         nullptr);
   } else if (record_tag) {
@@ -652,7 +683,7 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
                   OciError{416, "RANGE_INVALID",
                            "range " + exchange->request().range +
                                " is outside the blob"},
-                  {{"content-range", "bytes */" + std::to_string(size)}});
+                  {{"content-range", unsatisfied_content_range(size)}});
     return;
   case RangeKind::Invalid:
   case RangeKind::Multiple:
@@ -661,7 +692,7 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
                   OciError{416, "RANGE_INVALID",
                            "invalid or multiple range '" +
                                exchange->request().range + "'"},
-                  {{"content-range", "bytes */" + std::to_string(size)}});
+                  {{"content-range", unsatisfied_content_range(size)}});
     return;
   }
   response.head_length = static_cast<int64_t>(length);
@@ -711,9 +742,7 @@ void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
         if (!indexed) {
           return indexed;
         }
-        // TODO: evict least recently used content when the store passes
-        // storage.max_size.
-        (void)max_bytes;
+        evict_if_needed(*store, *index, max_bytes, digest_text);
         return {};
       });
   remember_repository(route, route.reference, false);
@@ -943,6 +972,10 @@ void RegistryService::respond_error(const ExchangePtr &exchange,
   response.status = error.status;
   response.headers = {{"content-type", "application/json"},
                       {"docker-distribution-api-version", "registry/2.0"}};
+  if (error.status == 405) {
+    // RFC 9110 section 15.5.6: a 405 lists the methods the target allows.
+    response.headers.emplace_back("allow", "GET, HEAD");
+  }
   for (auto &header : extra) {
     response.headers.push_back(std::move(header));
   }
