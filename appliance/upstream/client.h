@@ -91,6 +91,18 @@ public:
   // failure, a body shorter than its Content-Length, or a protocol error;
   // then any bytes already passed to `on_data` must be discarded.
   virtual void on_complete(std::optional<Error> error) = 0;
+  // `error->code` is one of:
+  //  - `Timeout`: the connect, response head or idle body deadline passed.
+  //  - `Unreachable`: DNS, connect or TLS failed, or the connection was
+  //    lost before the response head.
+  //  - `Corrupt`: an HTTP/1.1 body was cut short.
+  //  - `UpstreamRejected`: a malformed response, an HTTP/2 stream reset or
+  //    too many redirects.
+  //  - `Unauthorized`: the token endpoint rejected the request or returned
+  //    no token.
+  //  - `Invalid`: the request has a bad URL, method or header.
+  // HTTP statuses, 401 and 404 included, arrive through `on_head` with no
+  // error.
 };
 
 class Client {
