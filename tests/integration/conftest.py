@@ -36,6 +36,9 @@ DEFAULT_IMAGE_CACHE = "/var/tmp/gatecache-integration-images"
 # Logs attached to the report of a failed test, as (title, path).
 _watched_logs = []
 
+# Daemons whose unexpected exit is reported with a failed test.
+_watched_processes = []
+
 
 def _watch(title, *paths):
     entries = [(title, Path(p)) for p in paths]
@@ -63,6 +66,24 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for title, path in _watched_logs:
             report.sections.append((f"{title} ({path.name})", tail(path)))
+        for process in _watched_processes:
+            status = process.exit_status()
+            if status:
+                report.sections.append(
+                    (f"{process.name} exit",
+                     f"{process.name} (pid {process.pid}) ended: {status}"))
+
+
+@pytest.fixture(scope="session")
+def watch_gatecache():
+    """Return a function that adds a Gatecache's logs and exit to reports."""
+
+    def watch(daemon):
+        _watch(daemon.name, daemon.workdir / f"{daemon.name}.stderr",
+               daemon.access_log_path)
+        _watched_processes.append(daemon.process)
+
+    return watch
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +151,7 @@ def multi_image(registry, images, skopeo, upstream_certs):
 
 
 @pytest.fixture(scope="session")
-def gatecache(gatecache_bin, session_dir, registry, test_ca):
+def gatecache(gatecache_bin, session_dir, registry, test_ca, watch_gatecache):
     """gatecache with the upstream registry as its only and default `ns`."""
     daemon = Gatecache(
         gatecache_bin,
@@ -138,10 +159,10 @@ def gatecache(gatecache_bin, session_dir, registry, test_ca):
         [Upstream(registry.host, registry.url, str(test_ca.cert))],
         default_upstream=registry.host,
     )
-    _watch("gatecache", daemon.workdir / "gatecache.stderr",
-           daemon.access_log_path)
     try:
-        yield daemon.start()
+        daemon.start()
+        watch_gatecache(daemon)
+        yield daemon
     finally:
         daemon.stop()
 

@@ -23,16 +23,19 @@ def fault_proxy(session_dir, test_ca, registry):
 
 @pytest.fixture(scope="module")
 def faulty_gatecache(gatecache_bin, session_dir, registry, fault_proxy,
-                     test_ca):
+                     test_ca, watch_gatecache):
     """gatecache whose upstream, under the registry's name, is the proxy."""
     daemon = Gatecache(
         gatecache_bin,
         session_dir / "gatecache-faults",
         [Upstream(registry.host, fault_proxy.url, str(test_ca.cert))],
         default_upstream=registry.host,
+        name="gatecache-faults",
     )
     try:
-        yield daemon.start()
+        daemon.start()
+        watch_gatecache(daemon)
+        yield daemon
     finally:
         daemon.stop()
 

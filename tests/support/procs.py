@@ -108,6 +108,16 @@ class Process:
     def running(self):
         return self._popen is not None and self._popen.poll() is None
 
+    def exit_status(self):
+        """Return how the process ended ("exit code 1", "signal SIGSEGV"),
+        or None while it runs or before it starts."""
+        if self._popen is None or self._popen.poll() is None:
+            return None
+        code = self._popen.returncode
+        if code < 0:
+            return f"signal {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
     def check_running(self):
         """Raise ProcessError with the stderr tail if the process exited."""
         if self._popen is None:
