@@ -316,8 +316,8 @@ void Connection::do_read() {
     case SSL_ERROR_WANT_READ:
       return;
     case SSL_ERROR_WANT_WRITE:
-      // A TLS message that must be answered, such as a KeyUpdate, waits for
-      // a writable socket.
+      // A TLS message that needs a reply, such as a KeyUpdate, waits for a
+      // writable socket.
       read_wants_write_ = true;
       start_write_watcher();
       return;
@@ -471,7 +471,7 @@ void Connection::finish_closing() {
   }
 
   // close_notify is out. Half-close TCP and read what the client still
-  // sends, so its unread bytes do not make the kernel answer with a reset.
+  // sends, so its unread bytes do not make the kernel send a reset.
   ::shutdown(fd_, SHUT_WR);
   state_ = State::Lingering;
   linger_started_at_ = ev_now(loop_);

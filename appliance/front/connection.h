@@ -47,11 +47,12 @@ public:
     size_t bytes = 0;
   };
 
-  // Encrypts and sends up to `size` bytes, at least one TLS record's worth
-  // when `Ok`. After `WouldBlock` the next call must pass at least the same
-  // bytes again (they may sit at another address), because OpenSSL has
-  // already encrypted part of them; the connection calls
-  // `Session::on_write()` again once the socket can take more.
+  // Encrypts a prefix of the `size` bytes, usually one TLS record, and
+  // queues it for the socket. `Ok` reports how many bytes were taken.
+  // After `WouldBlock`, the next call must pass at least the same bytes
+  // again, because OpenSSL has already encrypted part of them; they may sit
+  // at another address. The connection calls `Session::on_write()` again
+  // once the socket can take more.
   WriteResult write(const void *data, size_t size);
 
   // Schedules `Session::on_write()`. Cheap and safe from any code on the
@@ -68,7 +69,7 @@ public:
   void close_after_flush();
 
   // Closes at once, without close_notify, so that a client reading a
-  // response of unknown or announced length sees the truncation.
+  // response of unknown or announced length detects the truncation.
   void abort();
 
   // Makes the connection's timer fire within `seconds`, so that a session
@@ -84,8 +85,8 @@ public:
   // Loop time of the last successful read or write.
   double last_io() const { return last_io_; }
 
-  // For the listener: asks for a graceful stop, handled in the
-  // connection's own callback.
+  // For the listener: requests a graceful stop, which the connection
+  // carries out in its own callback.
   void begin_shutdown();
   void set_position(std::list<std::unique_ptr<Connection>>::iterator it) {
     position_ = it;

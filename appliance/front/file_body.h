@@ -12,7 +12,7 @@ namespace gatecache::front {
 
 // Serves `length` bytes of a file from `offset`. Large ranges are mapped
 // read-only once and handed out as pointers into the mapping, so the bytes
-// reach `SSL_write` without a copy; small ranges, and files that cannot be
+// reach `SSL_write` without a copy. Small ranges, and files that cannot be
 // mapped, are read with `pread` into a buffer.
 //
 // Precondition: nobody truncates the file while the body exists. A mapped

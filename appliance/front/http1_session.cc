@@ -18,7 +18,7 @@ namespace gatecache::front {
 
 namespace {
 
-// Longest request target accepted; longer ones get 414.
+// Maximum length of a request target. Longer ones get 414.
 constexpr size_t MaxTargetBytes = 8 * 1024;
 // Most header fields in one request head; more get 431.
 constexpr size_t MaxHeaderFields = 128;
@@ -151,7 +151,7 @@ bool Http1Session::parse(const uint8_t *data, size_t size) {
   if (error == HPE_OK) {
     if (parser_.upgrade) {
       // What follows an Upgrade or CONNECT request is not HTTP/1.1. The
-      // handler answers it and the connection closes.
+      // handler responds to the request and the connection closes.
       stop_parsing_ = true;
     }
     return true;
@@ -584,7 +584,8 @@ void Http1Session::coalesce_body(SessionExchange &exchange) {
   while (budget > 0) {
     BodyChunk chunk = body.next(budget);
     if (chunk.state != BodyChunk::State::Data || chunk.size == 0) {
-      // `write_body()` asks again and handles Wait, End and Error.
+      // `write_body()` calls `next()` again and handles Wait, End and
+      // Error.
       return;
     }
     size_t size = std::min<uint64_t>(chunk.size, budget);

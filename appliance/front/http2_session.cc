@@ -365,7 +365,13 @@ void Http2Session::submit_response(SessionExchange &exchange) {
 
 void Http2Session::on_body_ready(SessionExchange &exchange) {
   ExchangeState &state = exchange.state();
-  if (closing_ || !state.deferred) {
+  if (closing_) {
+    return;
+  }
+  if (!state.deferred) {
+    // The body woke from inside its own `next()`, before `read_body()`
+    // could defer the stream. `read_body()` checks `woke` and resumes it.
+    state.woke = true;
     return;
   }
   state.deferred = false;
@@ -387,6 +393,7 @@ ssize_t Http2Session::read_body(SessionExchange &exchange, size_t max,
     return 0;
   }
 
+  state.woke = false;
   BodyChunk chunk = exchange.response().body->next(limit);
   switch (chunk.state) {
   case BodyChunk::State::Data: {
@@ -404,7 +411,14 @@ ssize_t Http2Session::read_body(SessionExchange &exchange, size_t max,
     return static_cast<ssize_t>(size);
   }
   case BodyChunk::State::Wait:
-    state.deferred = true;
+    if (state.woke) {
+      // nghttp2 cannot resume a stream before it is deferred, which happens
+      // only after this callback returns.
+      streams_to_resume_.push_back(state.stream_id);
+      connection_.request_write();
+    } else {
+      state.deferred = true;
+    }
     return NGHTTP2_ERR_DEFERRED;
   case BodyChunk::State::End:
     if (state.length < 0) {
@@ -494,6 +508,10 @@ bool Http2Session::fill_output() {
     if (output_.space() < MinFillSpace) {
       return true;
     }
+    for (int32_t stream_id : streams_to_resume_) {
+      nghttp2_session_resume_data(session_, stream_id);
+    }
+    streams_to_resume_.clear();
 
     const uint8_t *data = nullptr;
     ssize_t size = nghttp2_session_mem_send(session_, &data);

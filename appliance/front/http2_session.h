@@ -69,6 +69,8 @@ private:
   ExchangeList exchanges_;
   // Reused header list for `nghttp2_submit_response()`.
   std::vector<nghttp2_nv> fields_;
+  // Deferred streams whose bodies woke before nghttp2 deferred them.
+  std::vector<int32_t> streams_to_resume_;
 
   // The request header block being received.
   Request request_;

@@ -37,7 +37,8 @@ bool is_valid_header_value(std::string_view value);
 // RFC 9113 section 8.2.2 forbids in HTTP/2.
 bool is_reserved_header(std::string_view name);
 
-// What the head of a response announces and whether a body follows.
+// Body decision for one response: whether a body follows, and the
+// Content-Length that the response head announces.
 struct BodyPlan {
   bool send_body = false;
   // Content-Length to send, or -1 for none (HTTP/1.1 then uses chunked

@@ -51,6 +51,8 @@ struct ExchangeState {
   // The body returned `Wait`; HTTP/2 DATA frames wait for
   // `nghttp2_session_resume_data()`.
   bool deferred = false;
+  // HTTP/2: the body woke while `read_body()` was asking it for bytes.
+  bool woke = false;
   // Every response byte was handed to TLS.
   bool finished = false;
   // Content-Length announced, -1 when none.
@@ -112,7 +114,7 @@ private:
   std::shared_ptr<SessionExchange> self_;
 };
 
-// Ordered list of the exchanges a session owns. The list holds one shared
+// Ordered list of the exchanges a session owns. The list keeps one shared
 // pointer per member.
 class ExchangeList {
 public:

@@ -60,6 +60,15 @@ TEST_CASE("h2 small stream overtakes waiting stream", "[front][h2]") {
   CHECK(client.streams[gated].error_code == NGHTTP2_NO_ERROR);
 }
 
+TEST_CASE("h2 body woken inside next resumes", "[front][h2]") {
+  TestServer server;
+  Http2Client client(server.port());
+
+  int32_t id = client.submit("/wake-inside");
+  REQUIRE(client.run());
+  CHECK(client.streams[id].body == "woken");
+}
+
 TEST_CASE("h2 body error resets stream", "[front][h2]") {
   TestServer server;
   Http2Client client(server.port());

@@ -96,6 +96,34 @@ private:
   size_t offset_ = 0;
 };
 
+// Body that wakes itself from inside `next()` before returning Wait once,
+// then sends "woken".
+class SelfWakingBody final : public BodySource {
+public:
+  BodyChunk next(size_t max) override {
+    if (!waited_) {
+      waited_ = true;
+      wake();
+      return {BodyChunk::State::Wait};
+    }
+    if (offset_ >= text_.size()) {
+      return {BodyChunk::State::End};
+    }
+    return {BodyChunk::State::Data,
+            reinterpret_cast<const uint8_t *>(text_.data()) + offset_,
+            std::min(max, text_.size() - offset_)};
+  }
+  void consume(size_t n) override { offset_ += n; }
+  int64_t length() const override {
+    return static_cast<int64_t>(text_.size());
+  }
+
+private:
+  bool waited_ = false;
+  std::string text_ = "woken";
+  size_t offset_ = 0;
+};
+
 std::string wire_alpn_name(const unsigned char *data, unsigned int size) {
   return std::string(reinterpret_cast<const char *>(data), size);
 }
@@ -283,6 +311,8 @@ void TestHandler::handle(std::shared_ptr<Exchange> exchange) {
         std::vector<std::string>{"alpha", "beta", "gamma"});
   } else if (path == "/gated") {
     response.body = std::make_unique<GatedBody>(gate_);
+  } else if (path == "/wake-inside") {
+    response.body = std::make_unique<SelfWakingBody>();
   } else if (path == "/error") {
     response.body = std::make_unique<FailingBody>();
   } else if (path == "/file") {

@@ -92,6 +92,8 @@ private:
 //   /unknown-length  "alpha", "beta", "gamma" from a body of unknown length
 //   /gated           "first-part|", then waits for the gate, then
 //                    "second-part"
+//   /wake-inside     "woken", after a Wait whose wake-up came from inside
+//                    `next()`
 //   /error           "partial-data" of an announced 100 bytes, then Error
 //   /file            the whole of `file_path` through `FileBody`
 //   /late            no response until `respond_late()`
