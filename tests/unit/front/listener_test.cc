@@ -130,6 +130,57 @@ TEST_CASE("listener closes failed handshake", "[front][listener]") {
   CHECK(server.handler().handled == 0);
 }
 
+// The timeout tests set a limit of zero, so the timer fires on the next
+// loop iteration and no test waits for time to pass.
+TEST_CASE("connection handshake timeout closes", "[front][listener]") {
+  FrontConfig config;
+  config.handshake_timeout_s = 0;
+  TestServer server(config);
+
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(server.port());
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr *>(&address),
+                    sizeof(address)) == 0);
+  timeval timeout = {test::SafetyTimeoutS, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  char byte;
+  CHECK(::read(fd, &byte, 1) == 0);
+  ::close(fd);
+}
+
+TEST_CASE("connection idle timeout closes gracefully", "[front][listener]") {
+  FrontConfig config;
+  config.idle_timeout_s = 0;
+  TestServer server(config);
+  Http1Client client(server.port());
+  REQUIRE(client.tls().connected());
+  CHECK(client.closed_by_server());
+  CHECK(client.tls().end_reason() == "close_notify");
+}
+
+TEST_CASE("h1 partial head times out", "[front][listener]") {
+  FrontConfig config;
+  config.header_timeout_s = 0;
+  TestServer server(config);
+  Http1Client client(server.port());
+  client.send("GET /small HTTP/1.1\r\nHost: a\r\n");
+  CHECK(client.closed_by_server());
+  CHECK(client.tls().end_reason() == "eof");
+  CHECK(server.handler().handled == 0);
+}
+
+TEST_CASE("h2 idle timeout sends GOAWAY", "[front][listener]") {
+  FrontConfig config;
+  config.idle_timeout_s = 0;
+  TestServer server(config);
+  Http2Client client(server.port());
+  REQUIRE(client.connected());
+  CHECK(client.run_until([&] { return client.goaway; }));
+}
+
 TEST_CASE("listener connection ids are distinct", "[front][listener]") {
   TestServer server;
   Http1Client first(server.port());
