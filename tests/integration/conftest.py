@@ -36,19 +36,21 @@ DEFAULT_IMAGE_CACHE = "/var/tmp/gatecache-integration-images"
 # Logs attached to the report of a failed test, as (title, path).
 _watched_logs = []
 
-# Daemons whose unexpected exit is reported with a failed test.
-_watched_processes = []
+# Daemons whose exit is reported with a failed test, by name. A restarted
+# daemon replaces its earlier process.
+_watched_processes = {}
 
 
 def _watch(title, *paths):
     entries = [(title, Path(p)) for p in paths]
-    _watched_logs.extend(entries)
+    _watched_logs.extend(e for e in entries if e not in _watched_logs)
     return entries
 
 
 def _unwatch(entries):
     for entry in entries:
-        _watched_logs.remove(entry)
+        if entry in _watched_logs:
+            _watched_logs.remove(entry)
 
 
 def pytest_configure(config):
@@ -66,7 +68,7 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for title, path in _watched_logs:
             report.sections.append((f"{title} ({path.name})", tail(path)))
-        for process in _watched_processes:
+        for process in _watched_processes.values():
             status = process.exit_status()
             if status:
                 report.sections.append(
@@ -81,7 +83,7 @@ def watch_gatecache():
     def watch(daemon):
         _watch(daemon.name, daemon.workdir / f"{daemon.name}.stderr",
                daemon.access_log_path)
-        _watched_processes.append(daemon.process)
+        _watched_processes[daemon.name] = daemon.process
 
     return watch
 

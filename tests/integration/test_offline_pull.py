@@ -52,3 +52,19 @@ def test_pull_from_cache_with_upstream_stopped(
     for entry in entries:
         assert entry.status == 200, entry.line
         assert entry.cache in ("hit", "stale"), entry.line
+
+
+def test_restart_keeps_cache(upstream_stopped, containerd, mirror_hosts,
+                             gatecache, big_image, watch_gatecache):
+    exit_status = gatecache.stop()
+    gatecache.start()
+    watch_gatecache(gatecache)
+    start = len(gatecache.access_entries())
+
+    containerd.pull(big_image.reference, mirror_hosts)
+    entries = pulled_entries(gatecache, big_image, start)
+
+    assert exit_status == 0
+    for entry in entries:
+        assert entry.status == 200, entry.line
+        assert entry.cache in ("hit", "stale"), entry.line

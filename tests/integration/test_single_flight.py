@@ -53,7 +53,7 @@ def run_client(index, barrier, image, gatecache, result):
                             body_sink=hasher.update)
             result.blobs[digest] = (reply.status,
                                     "sha256:" + hasher.hexdigest())
-    except Exception as e:  # Reported by the test; other clients go on.
+    except Exception as e:  # The test reports it; other clients carry on.
         result.error = f"client {index} ({result.protocol}): {e!r}"
         barrier.abort()
 

@@ -85,6 +85,9 @@ def test_damaged_blob_fails_and_is_not_cached(
     assert not complete_and_wrong, "damaged body delivered as complete"
     assert failed
     assert faulty_gatecache.blob_files(digest) == []
+    # The failed download's temporary file goes away once the fetch ends.
+    wait_for(lambda: faulty_gatecache.download_files() == [], timeout=10,
+             message="an empty storage/tmp after the failed download")
 
     fault_proxy.set_rules({})
     status, received = fetch_blob(protocol, faulty_gatecache, big_image,
@@ -98,7 +101,7 @@ def test_damaged_blob_fails_and_is_not_cached(
 
 def test_skopeo_copy_fails_then_succeeds(
         tmp_path, skopeo, fault_proxy, faulty_gatecache, multi_image):
-    """A real client sees the damage as a failed copy, then recovers."""
+    """A real client reports the damage as a failed copy, then recovers."""
     certs = tmp_path / "certs"
     certs.mkdir()
     (certs / "ca.crt").write_bytes(faulty_gatecache.ca_cert.read_bytes())

@@ -225,5 +225,12 @@ class Gatecache:
             return []
         return [p for p in blobs.rglob("*") if p.is_file() and hex_digest in p.name]
 
+    def download_files(self):
+        """Return the files under storage/tmp, where downloads in flight are."""
+        downloads = self.storage / "tmp"
+        if not downloads.exists():
+            return []
+        return [p for p in downloads.rglob("*") if p.is_file()]
+
     def describe(self):
         return self.process.describe() if self.process else f"{self.name} not started"
