@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "appliance/front/connection.h"
+#include "appliance/front/socket_bio.h"
 #include "common/log.h"
 
 namespace gatecache::front {
@@ -30,8 +31,6 @@ constexpr double AcceptRetryDelayS = 0.5;
 // The "accept failed" warning is logged at most once per this period.
 constexpr double AcceptWarnPeriodS = 10;
 constexpr int ListenBacklog = 4096;
-// Encrypted bytes gathered before a `send()`: 16 full TLS records.
-constexpr long WriteBufferBytes = 16 * (16384 + 22);
 
 int on_alpn_select(SSL *, const unsigned char **out, unsigned char *out_size,
                    const unsigned char *in, unsigned int in_size,
@@ -62,29 +61,20 @@ int on_alpn_select(SSL *, const unsigned char **out, unsigned char *out_size,
   return SSL_TLSEXT_ERR_NOACK;
 }
 
-// Reads go straight to the socket. Writes go through a buffer of 16 TLS
-// records, which `Connection` flushes at the end of each write pass.
-// Without it OpenSSL sends each 16 KiB record with its own system call. In
-// a loopback test with `front_bench_server` on 2 cores, the buffer cut the
-// server's system time per GiB sent by about a third.
-//
-// Kernel TLS needs OpenSSL to write to the socket itself, so a context that
-// enables it gets the plain socket.
-bool attach_socket(SSL *ssl, int fd) {
+// Reads go straight to the socket, and writes through a buffering BIO (see
+// socket_bio.h). Kernel TLS needs OpenSSL to write to the socket itself,
+// so a context that enables it gets the plain socket for both.
+bool attach_socket(SSL *ssl, int fd, BufferPool &pool) {
   if ((SSL_get_options(ssl) & SSL_OP_ENABLE_KTLS) != 0) {
     return SSL_set_fd(ssl, fd) == 1;
   }
   BIO *read_bio = BIO_new_socket(fd, BIO_NOCLOSE);
-  BIO *socket_bio = BIO_new_socket(fd, BIO_NOCLOSE);
-  BIO *buffer_bio = BIO_new(BIO_f_buffer());
-  if (read_bio == nullptr || socket_bio == nullptr || buffer_bio == nullptr ||
-      BIO_set_write_buffer_size(buffer_bio, WriteBufferBytes) != 1) {
+  BIO *write_bio = new_socket_write_bio(fd, pool);
+  if (read_bio == nullptr || write_bio == nullptr) {
     BIO_free(read_bio);
-    BIO_free(socket_bio);
-    BIO_free(buffer_bio);
+    BIO_free(write_bio);
     return false;
   }
-  BIO *write_bio = BIO_push(buffer_bio, socket_bio);
   SSL_set_bio(ssl, read_bio, write_bio);
   return true;
 }
@@ -204,9 +194,7 @@ Listener::Listener(struct ev_loop *loop, int fd, uint16_t port,
 Listener::~Listener() {
   stop_accepting();
   ev_timer_stop(loop_, &shutdown_timer_);
-  // Connections abort their requests; `release()` must not finish a
-  // shutdown from here.
-  shutting_down_ = false;
+  // Destroying a connection aborts and logs the requests it still has.
   connections_.clear();
 }
 
@@ -294,7 +282,7 @@ void Listener::add_connection(int fd, const sockaddr_storage &address) {
     ::close(fd);
     return;
   }
-  if (!attach_socket(ssl, fd)) {
+  if (!attach_socket(ssl, fd, buffers_)) {
     GC_LOG(Front, error, "cannot attach a socket to TLS c={}", id);
     SSL_free(ssl);
     ::close(fd);
@@ -303,9 +291,11 @@ void Listener::add_connection(int fd, const sockaddr_storage &address) {
   SSL_set_accept_state(ssl);
   // Partial writes let a session hand OpenSSL a large buffer and learn how
   // much it took. A moving buffer lets a retry pass the same bytes from
-  // another address.
+  // another address. Releasing OpenSSL's record buffers between bursts
+  // keeps idle connections small.
   SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+                        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                        SSL_MODE_RELEASE_BUFFERS);
   // Client-initiated renegotiation only costs the server CPU.
   SSL_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
   // Read ahead fetches several records per system call.
@@ -356,8 +346,6 @@ void Listener::finish_shutdown() {
     GC_LOG(Front, warn,
            "graceful stop timed out, closing {} connections port={}",
            connections_.size(), port_);
-    // Closing clears the list; `release()` is not involved.
-    shutting_down_ = false;
     connections_.clear();
   }
   shutting_down_ = false;
