@@ -611,6 +611,8 @@ Http1Session::Step Http1Session::write_body(SessionExchange &exchange) {
       return Step::Done;
     }
 
+    // TODO: with kernel TLS (`BIO_get_ktls_send()` true), send `FileBody`
+    // ranges with `SSL_sendfile()` instead of pulling mapped pages.
     size_t max = std::min<uint64_t>(remaining, MaxBodyWriteBytes);
     BodyChunk chunk = body.next(max);
     switch (chunk.state) {

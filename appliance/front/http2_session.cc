@@ -23,6 +23,9 @@ constexpr size_t MinFillSpace = 16384 + FrameHeaderBytes;
 // RFC 9113 section 6.5.2 counts 32 bytes of overhead per header field
 // towards SETTINGS_MAX_HEADER_LIST_SIZE.
 constexpr size_t HeaderFieldOverhead = 32;
+// Request body bytes dropped before the stream is reset. Registry clients
+// send bodies only with pushes, which the handler rejects anyway.
+constexpr uint64_t MaxDiscardedBodyBytes = 64 * 1024;
 
 Http2Session &session_of(void *user_data) {
   return *static_cast<Http2Session *>(user_data);
@@ -234,8 +237,26 @@ int Http2Session::on_frame_recv(const nghttp2_frame &frame) {
   return 0;
 }
 
-int Http2Session::on_data_chunk_recv(int32_t, size_t) {
-  // Request bodies are dropped; nghttp2 returns the flow-control credit.
+int Http2Session::on_data_chunk_recv(int32_t stream_id, size_t size) {
+  // Request bodies are dropped, and nghttp2 returns the flow-control
+  // credit. Past a limit the stream is reset, so a client cannot make the
+  // server decrypt uploads without end.
+  SessionExchange *exchange = exchange_of(stream_id);
+  if (exchange == nullptr) {
+    return 0;
+  }
+  ExchangeState &state = exchange->state();
+  state.request_body_bytes += size;
+  if (state.request_body_bytes > MaxDiscardedBodyBytes &&
+      state.request_body_bytes - size <= MaxDiscardedBodyBytes) {
+    // RFC 9113 section 8.1: after a complete response, NO_ERROR asks the
+    // client to stop sending without failing the request.
+    uint32_t error = state.finished ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL;
+    GC_LOG(Front, debug,
+           "request body passed {} bytes r={}.{}, resetting the stream",
+           MaxDiscardedBodyBytes, connection_.id(), stream_id);
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error);
+  }
   return 0;
 }
 

@@ -42,6 +42,8 @@ struct ExchangeState {
   bool http10 = false;
   // HTTP/2 stream id; 0 for HTTP/1.1.
   int32_t stream_id = 0;
+  // HTTP/2: request body bytes received and dropped.
+  uint64_t request_body_bytes = 0;
   // Status sent, 0 until the response head went out.
   int status = 0;
   bool head_sent = false;

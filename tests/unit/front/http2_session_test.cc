@@ -125,6 +125,29 @@ TEST_CASE("h2 oversize header gets 431", "[front][h2]") {
   CHECK(server.handler().handled == 1);
 }
 
+TEST_CASE("h2 small request body is dropped", "[front][h2]") {
+  TestServer server;
+  Http2Client client(server.port());
+
+  int32_t id = client.submit("/small", "POST", {}, 1000);
+  REQUIRE(client.run());
+  CHECK(client.streams[id].body == "hello world");
+  CHECK(client.streams[id].error_code == NGHTTP2_NO_ERROR);
+}
+
+TEST_CASE("h2 large request body resets stream", "[front][h2]") {
+  TestServer server;
+  Http2Client client(server.port());
+
+  int32_t late = client.submit("/late", "POST", {}, 1 << 20);
+  int32_t small = client.submit("/small", "POST", {}, 1 << 20);
+  REQUIRE(client.run());
+  CHECK(client.streams[late].error_code == NGHTTP2_CANCEL);
+  CHECK(client.streams[small].body == "hello world");
+  CHECK(client.streams[small].error_code == NGHTTP2_NO_ERROR);
+  CHECK(test::wait_until([&] { return server.handler().cancelled == 1; }));
+}
+
 TEST_CASE("h2 serves large file body", "[front][h2]") {
   test::TempDir dir;
   std::string path = dir.path() + "/blob";

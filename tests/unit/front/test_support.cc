@@ -650,7 +650,8 @@ Http2Client::~Http2Client() { nghttp2_session_del(session_); }
 
 int32_t Http2Client::submit(
     const std::string &path, const std::string &method,
-    std::vector<std::pair<std::string, std::string>> headers) {
+    std::vector<std::pair<std::string, std::string>> headers,
+    size_t body_size) {
   std::vector<std::pair<std::string, std::string>> all = {
       {":method", method},
       {":scheme", "https"},
@@ -663,10 +664,30 @@ int32_t Http2Client::submit(
                       reinterpret_cast<uint8_t *>(value.data()), name.size(),
                       value.size(), NGHTTP2_NV_FLAG_NONE});
   }
+  nghttp2_data_provider provider = {};
+  provider.read_callback = on_read_body;
   int32_t id = nghttp2_submit_request(session_, nullptr, fields.data(),
-                                      fields.size(), nullptr, nullptr);
+                                      fields.size(),
+                                      body_size > 0 ? &provider : nullptr,
+                                      nullptr);
   streams[id] = Stream{};
+  body_left_[id] = body_size;
   return id;
+}
+
+ssize_t Http2Client::on_read_body(nghttp2_session *, int32_t stream_id,
+                                  uint8_t *buffer, size_t size,
+                                  uint32_t *flags, nghttp2_data_source *,
+                                  void *user_data) {
+  auto *self = static_cast<Http2Client *>(user_data);
+  size_t &left = self->body_left_[stream_id];
+  size_t n = std::min(size, left);
+  std::memset(buffer, 'u', n);
+  left -= n;
+  if (left == 0) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+  }
+  return static_cast<ssize_t>(n);
 }
 
 void Http2Client::cancel(int32_t stream_id) {

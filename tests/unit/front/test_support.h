@@ -235,9 +235,11 @@ public:
 
   bool connected() const { return tls_.connected(); }
   std::string alpn() const { return tls_.alpn(); }
+  // Submits a request, with a body of `body_size` bytes unless zero.
   int32_t submit(const std::string &path, const std::string &method = "GET",
                  std::vector<std::pair<std::string, std::string>> headers =
-                     {});
+                     {},
+                 size_t body_size = 0);
   // Sends RST_STREAM(CANCEL) for `stream_id`.
   void cancel(int32_t stream_id);
   // Exchanges frames until `done()` is true, the connection ends or the
@@ -263,9 +265,15 @@ private:
                              uint32_t error_code, void *user_data);
   bool flush();
 
+  static ssize_t on_read_body(nghttp2_session *, int32_t stream_id,
+                              uint8_t *buffer, size_t size, uint32_t *flags,
+                              nghttp2_data_source *, void *user_data);
+
   TlsClient tls_;
   nghttp2_session *session_ = nullptr;
   bool ended_ = false;
+  // Request body bytes still to send, per stream.
+  std::map<int32_t, size_t> body_left_;
 };
 
 } // namespace gatecache::front::test
