@@ -109,7 +109,7 @@ private:
 struct Response {
   int status = 200;
   // Lower-case names. The session adds Content-Length from the body (or
-  // from `content_length` for HEAD) and Date; everything else comes here.
+  // from `head_length` for HEAD) and Date; everything else comes here.
   HeaderList headers;
   // Null for no body. For HEAD the session never pulls from it.
   std::unique_ptr<BodySource> body;

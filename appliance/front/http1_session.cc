@@ -503,11 +503,13 @@ bool Http1Session::write_head(SessionExchange &exchange) {
   }
   if (response.status < 200 || response.status > 599 ||
       head_bytes > MaxResponseHeadBytes) {
-    GC_LOG(Front, error,
-           "handler sent an invalid response (status {}, {} header bytes) "
-           "r={}.{}, sending 500 instead",
-           response.status, head_bytes, request.connection_id,
-           request.request_id);
+    if (invalid_response_warnings.next()) {
+      GC_LOG(Front, error,
+             "handler sent an invalid response (status {}, {} header "
+             "bytes) r={}.{}, sending 500 instead invalid_responses={}",
+             response.status, head_bytes, request.connection_id,
+             request.request_id, invalid_response_warnings.count());
+    }
     response = Response{};
     response.status = 500;
   }
@@ -544,10 +546,17 @@ bool Http1Session::write_head(SessionExchange &exchange) {
     output_.append("\r\nconnection: keep-alive");
   }
   for (const auto &[name, value] : response.headers) {
-    if (!is_valid_header_name(name) || !is_valid_header_value(value) ||
-        is_reserved_header(name)) {
-      GC_LOG(Front, warn, "dropped response header '{}' r={}.{}",
-             LogText{name}, request.connection_id, request.request_id);
+    if (is_reserved_header(name)) {
+      continue;
+    }
+    if (!is_valid_header_name(name) || !is_valid_header_value(value)) {
+      if (invalid_response_warnings.next()) {
+        GC_LOG(Front, warn,
+               "dropped invalid response header '{}' r={}.{} "
+               "invalid_responses={}",
+               LogText{name}, request.connection_id, request.request_id,
+               invalid_response_warnings.count());
+      }
       continue;
     }
     output_.append("\r\n");

@@ -330,9 +330,13 @@ void Http2Session::submit_response(SessionExchange &exchange) {
   ExchangeState &state = exchange.state();
   const Request &request = exchange.request();
   if (response.status < 200 || response.status > 599) {
-    GC_LOG(Front, error,
-           "handler sent invalid status {} r={}.{}, sending 500 instead",
-           response.status, request.connection_id, request.request_id);
+    if (invalid_response_warnings.next()) {
+      GC_LOG(Front, error,
+             "handler sent invalid status {} r={}.{}, sending 500 instead "
+             "invalid_responses={}",
+             response.status, request.connection_id, request.request_id,
+             invalid_response_warnings.count());
+    }
     response = Response{};
     response.status = 500;
   }
@@ -361,10 +365,17 @@ void Http2Session::submit_response(SessionExchange &exchange) {
         {state.length_text, static_cast<size_t>(end - state.length_text)}));
   }
   for (const auto &[name, value] : response.headers) {
-    if (!is_valid_header_name(name) || !is_valid_header_value(value) ||
-        is_reserved_header(name)) {
-      GC_LOG(Front, warn, "dropped response header '{}' r={}.{}",
-             LogText{name}, request.connection_id, request.request_id);
+    if (is_reserved_header(name)) {
+      continue;
+    }
+    if (!is_valid_header_name(name) || !is_valid_header_value(value)) {
+      if (invalid_response_warnings.next()) {
+        GC_LOG(Front, warn,
+               "dropped invalid response header '{}' r={}.{} "
+               "invalid_responses={}",
+               LogText{name}, request.connection_id, request.request_id,
+               invalid_response_warnings.count());
+      }
       continue;
     }
     fields_.push_back(make_field(name, value));

@@ -52,6 +52,8 @@ bool is_token_char(unsigned char c) {
 
 } // namespace
 
+EveryPowerOfTwo invalid_response_warnings;
+
 std::string_view http_date() {
   time_t now = time(nullptr);
   if (now != date_cache.second) {

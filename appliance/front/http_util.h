@@ -1,6 +1,7 @@
 // HTTP helpers shared by the HTTP/1.1 and HTTP/2 sessions.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string_view>
 
@@ -53,6 +54,25 @@ struct BodyPlan {
 // Any other response announces the body's length when known, and 0
 // without a body.
 BodyPlan plan_body(Method method, const Response &response);
+
+// Rate limit for a warning that can repeat once per request: `next()`
+// returns true on the 1st, 2nd, 4th, 8th... occurrence in the process.
+class EveryPowerOfTwo {
+public:
+  bool next() {
+    uint64_t n = count_.fetch_add(1, std::memory_order_relaxed) + 1;
+    return (n & (n - 1)) == 0;
+  }
+  // Occurrences so far.
+  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+
+private:
+  std::atomic<uint64_t> count_{0};
+};
+
+// Counts warnings about invalid responses from the handler, which repeat
+// on every request while the handler is broken.
+extern EveryPowerOfTwo invalid_response_warnings;
 
 // Text for a log line. Formatting writes every byte outside 0x21..0x7e,
 // and the backslash, as `\xHH`, so a client cannot forge fields or lines,

@@ -133,6 +133,25 @@ TEST_CASE("h1 body error closes connection short", "[front][h1]") {
   CHECK(lines[0].substr(lines[0].size() - 8) == " aborted");
 }
 
+TEST_CASE("h1 drops invalid response headers", "[front][h1]") {
+  TestServer server;
+  Http1Client client(server.port(), Http1Alpn);
+
+  client.send(get("/bad-headers") + get("/bad-status") + get("/small"));
+  HttpResponse response = client.read_response();
+  CHECK(response.body == "ok");
+  CHECK(response.headers["x-ok"] == "1");
+  CHECK(response.headers.count("x-injected") == 0);
+  CHECK(response.headers.count("set-cookie") == 0);
+  CHECK(response.headers.count("x-upper") == 0);
+  CHECK(response.headers["content-length"] == "2");
+  CHECK(response.headers.count("connection") == 0);
+  HttpResponse bad_status = client.read_response();
+  CHECK(bad_status.status == 500);
+  CHECK(bad_status.body.empty());
+  CHECK(client.read_response().body == "hello world");
+}
+
 TEST_CASE("h1 oversize header gets 431", "[front][h1]") {
   TestServer server;
   Http1Client client(server.port(), Http1Alpn);

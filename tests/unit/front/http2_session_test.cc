@@ -97,6 +97,24 @@ TEST_CASE("h2 HEAD has length and no body", "[front][h2]") {
   CHECK(client.streams[head].body.empty());
 }
 
+TEST_CASE("h2 drops invalid response headers", "[front][h2]") {
+  TestServer server;
+  Http2Client client(server.port());
+
+  int32_t id = client.submit("/bad-headers");
+  int32_t bad_status = client.submit("/bad-status");
+  REQUIRE(client.run());
+  auto &headers = client.streams[id].headers;
+  CHECK(client.streams[id].body == "ok");
+  CHECK(headers["x-ok"] == "1");
+  CHECK(headers.count("x-injected") == 0);
+  CHECK(headers.count("x-upper") == 0);
+  CHECK(headers["content-length"] == "2");
+  CHECK(headers.count("connection") == 0);
+  CHECK(client.streams[bad_status].status == 500);
+  CHECK(client.streams[bad_status].body.empty());
+}
+
 TEST_CASE("h2 unknown length ends stream", "[front][h2]") {
   TestServer server;
   Http2Client client(server.port());

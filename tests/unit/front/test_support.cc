@@ -311,6 +311,16 @@ void TestHandler::handle(std::shared_ptr<Exchange> exchange) {
         std::vector<std::string>{"alpha", "beta", "gamma"});
   } else if (path == "/gated") {
     response.body = std::make_unique<GatedBody>(gate_);
+  } else if (path == "/bad-headers") {
+    response.headers.emplace_back("x-ok", "1");
+    response.headers.emplace_back("x-injected", "a\r\nset-cookie: x=1");
+    response.headers.emplace_back("X-Upper", "1");
+    response.headers.emplace_back("content-length", "999");
+    response.headers.emplace_back("connection", "upgrade");
+    response.body = std::make_unique<MemoryBody>("ok");
+  } else if (path == "/bad-status") {
+    response.status = 99;
+    response.body = std::make_unique<MemoryBody>("never sent");
   } else if (path == "/wake-inside") {
     response.body = std::make_unique<SelfWakingBody>();
   } else if (path == "/error") {

@@ -92,6 +92,8 @@ private:
 //   /unknown-length  "alpha", "beta", "gamma" from a body of unknown length
 //   /gated           "first-part|", then waits for the gate, then
 //                    "second-part"
+//   /bad-headers     "ok", with invalid and reserved response headers
+//   /bad-status      status 99, which no session may send
 //   /wake-inside     "woken", after a Wait whose wake-up came from inside
 //                    `next()`
 //   /error           "partial-data" of an announced 100 bytes, then Error
