@@ -104,7 +104,9 @@ def load_results(path):
     """Read a results file into a dict from (server, key) to a list of runs.
 
     Each run is (seconds, body bytes, requests, CPU seconds), or None when
-    the run failed.
+    the run failed. A line with the key "*" marks a server whose
+    measurements stopped early, and print_table shows "failed" for each of
+    its measurements without results.
     """
     results = {}
     with open(path, encoding="utf-8") as results_file:
@@ -114,6 +116,9 @@ def load_results(path):
                 continue
             server, key = fields[0], fields[1]
             runs = results.setdefault((server, key), [])
+            if key == "*":
+                runs.append(None)
+                continue
             if fields[3] == "failed":
                 runs.append(None)
             else:
@@ -171,7 +176,9 @@ def print_table(path, runs, servers):
     for key, label, kind in MEASUREMENTS:
         rates, costs = [], []
         for server in servers:
-            rate, cost = summarize(results.get((server, key)), kind)
+            server_runs = results.get((server, key),
+                                      results.get((server, "*")))
+            rate, cost = summarize(server_runs, kind)
             rates.append(format_rate(rate, kind))
             costs.append(format_cost(cost))
         unit = "MB/s (GB/s)" if kind == "blob" else "requests/s"

@@ -140,11 +140,12 @@ start_process() {
   started_pids+=("$last_pid")
 }
 
-# Send SIGTERM to one process, wait up to 15 s, then send SIGKILL.
+# Send SIGTERM to one process, wait up to 30 s, then send SIGKILL. The
+# time covers a measurement subshell that stops its own server first.
 stop_process() {
   local pid=$1 i
   kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 150; i++)); do
+  for ((i = 0; i < 300; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -443,7 +444,12 @@ measure() {
     output=$results_dir/$server-$key-$run.txt
     cpu_before=$("$PYTHON" "$HELPER" cpu "$server_pid")
     upstream_before=$("$PYTHON" "$HELPER" cpu "$upstream_pid")
-    timeout "$H2LOAD_TIMEOUT_S" h2load "$@" "$url" >"$output" 2>&1 || true
+    # h2load runs in the background so that a signal reaches this shell's
+    # trap at once, and the trap stops h2load through `started_pids`.
+    timeout "$H2LOAD_TIMEOUT_S" h2load "$@" "$url" >"$output" 2>&1 &
+    started_pids+=("$!")
+    wait "$!" || true
+    started_pids=("${started_pids[@]:0:${#started_pids[@]}-1}")
     cpu_after=$("$PYTHON" "$HELPER" cpu "$server_pid")
     upstream_after=$("$PYTHON" "$HELPER" cpu "$upstream_pid")
 
@@ -567,8 +573,26 @@ main() {
   start_upstream
   populate_upstream
 
+  # Each server is measured in a subshell with its own cleanup, so a
+  # server that crashes or fails to warm stops only its own column.
+  local failed_servers=() child
   for name in "${servers[@]}"; do
-    measure_server "$name"
+    # shellcheck disable=SC2030 # The subshell's own list is intended.
+    (
+      started_pids=()
+      trap cleanup EXIT
+      trap 'exit 130' INT TERM
+      measure_server "$name"
+    ) &
+    child=$!
+    # shellcheck disable=SC2031 # This is the main shell's list.
+    started_pids+=("$child")
+    if ! wait "$child"; then
+      failed_servers+=("$name")
+      echo "$name * 0 failed" >>"$results_file"
+      log "$name: measurements stopped early; its log is in $work_dir/$name"
+    fi
+    started_pids=("${started_pids[@]:0:${#started_pids[@]}-1}")
   done
 
   # The table names docker-registry in full, so the results file does too.
