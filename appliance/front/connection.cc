@@ -13,6 +13,7 @@
 #include "appliance/front/http1_session.h"
 #include "appliance/front/http2_session.h"
 #include "appliance/front/listener.h"
+#include "appliance/front/socket_bio.h"
 #include "common/log.h"
 
 namespace gatecache::front {
@@ -276,6 +277,9 @@ void Connection::do_handshake() {
 void Connection::start_session() {
   state_ = State::Open;
   stop_write_watcher();
+  if (!use_buffered_writes(ssl_, fd_, listener_.buffers())) {
+    GC_LOG(Front, warn, "cannot allocate a write buffer BIO c={}", id_);
+  }
 
   const unsigned char *alpn = nullptr;
   unsigned int alpn_size = 0;

@@ -61,24 +61,6 @@ int on_alpn_select(SSL *, const unsigned char **out, unsigned char *out_size,
   return SSL_TLSEXT_ERR_NOACK;
 }
 
-// Reads go straight to the socket, and writes through a buffering BIO (see
-// socket_bio.h). Kernel TLS needs OpenSSL to write to the socket itself,
-// so a context that enables it gets the plain socket for both.
-bool attach_socket(SSL *ssl, int fd, BufferPool &pool) {
-  if ((SSL_get_options(ssl) & SSL_OP_ENABLE_KTLS) != 0) {
-    return SSL_set_fd(ssl, fd) == 1;
-  }
-  BIO *read_bio = BIO_new_socket(fd, BIO_NOCLOSE);
-  BIO *write_bio = new_socket_write_bio(fd, pool);
-  if (read_bio == nullptr || write_bio == nullptr) {
-    BIO_free(read_bio);
-    BIO_free(write_bio);
-    return false;
-  }
-  SSL_set_bio(ssl, read_bio, write_bio);
-  return true;
-}
-
 std::string format_peer(const sockaddr_storage &address) {
   char text[INET6_ADDRSTRLEN] = {};
   if (address.ss_family == AF_INET6) {

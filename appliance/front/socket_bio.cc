@@ -139,6 +139,36 @@ BIO_METHOD *socket_write_method() {
 
 } // namespace
 
+bool attach_socket(SSL *ssl, int fd, BufferPool &pool) {
+  if ((SSL_get_options(ssl) & SSL_OP_ENABLE_KTLS) != 0) {
+    return SSL_set_fd(ssl, fd) == 1;
+  }
+  BIO *read_bio = BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO *write_bio = new_socket_write_bio(fd, pool);
+  if (read_bio == nullptr || write_bio == nullptr) {
+    BIO_free(read_bio);
+    BIO_free(write_bio);
+    return false;
+  }
+  SSL_set_bio(ssl, read_bio, write_bio);
+  return true;
+}
+
+bool use_buffered_writes(SSL *ssl, int fd, BufferPool &pool) {
+  BIO *current = SSL_get_wbio(ssl);
+  if (current == nullptr || BIO_method_type(current) != BIO_TYPE_SOCKET ||
+      BIO_get_ktls_send(current) != 0) {
+    return true;
+  }
+  BIO *buffered = new_socket_write_bio(fd, pool);
+  if (buffered == nullptr) {
+    return false;
+  }
+  // The read side keeps its reference to the socket BIO.
+  SSL_set0_wbio(ssl, buffered);
+  return true;
+}
+
 BIO *new_socket_write_bio(int fd, BufferPool &pool) {
   BIO_METHOD *method = socket_write_method();
   if (method == nullptr) {

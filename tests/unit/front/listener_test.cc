@@ -103,6 +103,31 @@ TEST_CASE("listener picks protocol by ALPN", "[front][listener]") {
   }
 }
 
+// With SSL_OP_ENABLE_KTLS the connection starts on a plain socket BIO and
+// switches to buffered writes after the handshake when the kernel has no
+// TLS. Either way the bytes must arrive intact.
+TEST_CASE("listener serves kernel TLS contexts", "[front][listener]") {
+  test::TempDir dir;
+  std::string path = dir.path() + "/blob";
+  const size_t size = 3 * 1024 * 1024 + 17;
+  test::write_pattern_file(path, size);
+  TestServer server({}, true);
+  server.handler().file_path = path;
+
+  Http1Client h1(server.port());
+  h1.send("GET /file HTTP/1.1\r\nHost: a\r\n\r\n"
+          "GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+  HttpResponse file = h1.read_response();
+  REQUIRE(file.body.size() == size);
+  CHECK(file.body == test::pattern(size));
+  CHECK(h1.read_response().body == "hello world");
+
+  Http2Client h2(server.port());
+  int32_t id = h2.submit("/file");
+  REQUIRE(h2.run());
+  CHECK(h2.streams[id].body == test::pattern(size));
+}
+
 TEST_CASE("listener closes failed handshake", "[front][listener]") {
   TestServer server;
   test::TlsClient plain(server.port(), "");

@@ -169,7 +169,7 @@ void Gate::open() {
   }
 }
 
-SSL_CTX *make_server_ctx() {
+SSL_CTX *make_server_ctx(bool kernel_tls) {
   EVP_PKEY *key = EVP_EC_gen("P-256");
   X509 *cert = X509_new();
   X509_set_version(cert, 2);
@@ -187,6 +187,9 @@ SSL_CTX *make_server_ctx() {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+  if (kernel_tls) {
+    SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
+  }
   SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:"
                                 "TLS_AES_256_GCM_SHA384:"
                                 "TLS_CHACHA20_POLY1305_SHA256");
@@ -415,7 +418,8 @@ bool wait_until(const std::function<bool()> &condition) {
   return true;
 }
 
-TestServer::TestServer(FrontConfig config) : ctx_(make_server_ctx()) {
+TestServer::TestServer(FrontConfig config, bool kernel_tls)
+    : ctx_(make_server_ctx(kernel_tls)) {
   first_log_line_ = AccessLogCapture::instance().size();
   loop_.call([&] {
     auto listener = Listener::open(

@@ -31,8 +31,9 @@ namespace gatecache::front::test {
 inline constexpr int SafetyTimeoutS = 20;
 
 // Returns a server context with a fresh self-signed P-256 certificate for
-// "localhost" and the front's ALPN selection. The caller frees it.
-SSL_CTX *make_server_ctx();
+// "localhost" and the front's ALPN selection, and with
+// SSL_OP_ENABLE_KTLS when `kernel_tls`. The caller frees it.
+SSL_CTX *make_server_ctx(bool kernel_tls = false);
 
 // A directory under $TMPDIR (or /tmp), removed with its contents.
 class TempDir {
@@ -143,7 +144,7 @@ private:
 // A listener on 127.0.0.1:0 with a `TestHandler`, on its own loop.
 class TestServer {
 public:
-  explicit TestServer(FrontConfig config = {});
+  explicit TestServer(FrontConfig config = {}, bool kernel_tls = false);
   ~TestServer();
 
   uint16_t port() const { return port_; }
