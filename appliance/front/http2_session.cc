@@ -249,7 +249,7 @@ int Http2Session::on_data_chunk_recv(int32_t stream_id, size_t size) {
   state.request_body_bytes += size;
   if (state.request_body_bytes > MaxDiscardedBodyBytes &&
       state.request_body_bytes - size <= MaxDiscardedBodyBytes) {
-    // RFC 9113 section 8.1: after a complete response, NO_ERROR asks the
+    // RFC 9113 section 8.1: after a complete response, NO_ERROR tells the
     // client to stop sending without failing the request.
     uint32_t error = state.finished ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL;
     GC_LOG(Front, debug,

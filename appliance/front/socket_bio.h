@@ -24,15 +24,15 @@ BIO *new_socket_write_bio(int fd, BufferPool &pool);
 // Attaches `fd` to `ssl`: a plain socket BIO for reads and
 // `new_socket_write_bio()` for writes. With SSL_OP_ENABLE_KTLS set, both
 // directions get the plain socket instead, because OpenSSL can turn on
-// kernel TLS only there; call `use_buffered_writes()` after the handshake
-// if kernel TLS did not start. Returns false when OpenSSL cannot allocate
-// a BIO.
+// kernel TLS only there. Call `use_buffered_writes()` after the handshake
+// in case kernel TLS did not start. Returns false when OpenSSL cannot
+// allocate a BIO.
 bool attach_socket(SSL *ssl, int fd, BufferPool &pool);
 
 // Replaces the write BIO of `ssl` with `new_socket_write_bio()`, unless
-// kernel TLS sends for it. Call only between writes, when OpenSSL holds no
+// kernel TLS sends for it. Call only between writes, when OpenSSL has no
 // partly written record. Returns false when OpenSSL cannot allocate the
-// BIO; the old one then stays.
+// BIO, and the old one then stays.
 bool use_buffered_writes(SSL *ssl, int fd, BufferPool &pool);
 
 } // namespace gatecache::front

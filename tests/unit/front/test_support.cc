@@ -523,7 +523,8 @@ std::string TlsClient::read_some() {
   }
   int error = SSL_get_error(ssl_, rv);
   if (error == SSL_ERROR_ZERO_RETURN) {
-    // Answer and half-close as browsers do, so the server stops lingering.
+    // Reply with close_notify and half-close as browsers do, so the server
+    // stops lingering.
     end_reason_ = "close_notify";
     SSL_shutdown(ssl_);
     ::shutdown(fd_, SHUT_WR);

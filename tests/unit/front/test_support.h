@@ -165,7 +165,7 @@ private:
   size_t first_log_line_ = 0;
 };
 
-// Polls `condition` until it holds or the safety timeout passes. Returns
+// Polls `condition` until it is true or the safety timeout passes. Returns
 // its last value.
 bool wait_until(const std::function<bool()> &condition);
 
@@ -200,7 +200,7 @@ struct HttpResponse {
   int status = 0;
   std::map<std::string, std::string> headers; // Lower-case names.
   std::string body;
-  bool complete = false; // The body ended as its framing says.
+  bool complete = false; // The body ended where its framing puts the end.
 };
 
 // HTTP/1.1 client over `TlsClient` that reads responses one by one.
