@@ -4,10 +4,9 @@
 #include <cstring>
 #include <utility>
 
+#include <openssl/err.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <openssl/err.h>
 
 #include "appliance/front/front_config.h"
 #include "appliance/front/http1_session.h"
@@ -41,8 +40,8 @@ const char *ssl_error_reason() {
 
 Connection::Connection(Listener &listener, int fd, SSL *ssl, uint64_t id,
                        std::string peer)
-    : listener_(listener), loop_(listener.loop()), fd_(fd), ssl_(ssl),
-      id_(id), peer_(std::move(peer)) {
+    : listener_(listener), loop_(listener.loop()), fd_(fd), ssl_(ssl), id_(id),
+      peer_(std::move(peer)) {
   ev_io_init(&read_watcher_, on_read_ready, fd_, EV_READ);
   read_watcher_.data = this;
   ev_io_init(&write_watcher_, on_write_ready, fd_, EV_WRITE);
@@ -74,8 +73,7 @@ RequestHandler &Connection::handler() const { return listener_.handler(); }
 
 BufferPool &Connection::buffers() const { return listener_.buffers(); }
 
-void Connection::on_read_ready(struct ev_loop *, ev_io *watcher,
-                               int) noexcept {
+void Connection::on_read_ready(struct ev_loop *, ev_io *watcher, int) noexcept {
   static_cast<Connection *>(watcher->data)->handle_readable();
 }
 
@@ -84,8 +82,7 @@ void Connection::on_write_ready(struct ev_loop *, ev_io *watcher,
   static_cast<Connection *>(watcher->data)->handle_writable();
 }
 
-void Connection::on_timer(struct ev_loop *, ev_timer *watcher,
-                          int) noexcept {
+void Connection::on_timer(struct ev_loop *, ev_timer *watcher, int) noexcept {
   static_cast<Connection *>(watcher->data)->handle_timer();
 }
 
@@ -181,8 +178,7 @@ void Connection::handle_timer() {
   } else {
     switch (state_) {
     case State::Handshake:
-      GC_LOG(Front, debug, "TLS handshake timed out c={} peer={}", id_,
-             peer_);
+      GC_LOG(Front, debug, "TLS handshake timed out c={} peer={}", id_, peer_);
       state_ = State::Dead;
       break;
     case State::Open:
@@ -237,8 +233,7 @@ void Connection::arm_timer(double seconds) {
 }
 
 void Connection::check_deadline_within(double seconds) {
-  if (!ev_is_active(&timer_) ||
-      ev_timer_remaining(loop_, &timer_) > seconds) {
+  if (!ev_is_active(&timer_) || ev_timer_remaining(loop_, &timer_) > seconds) {
     arm_timer(seconds);
   }
 }
@@ -262,8 +257,9 @@ void Connection::do_handshake() {
     return;
   case SSL_ERROR_SYSCALL:
     // Clients that connect and leave, such as port checks, end here.
-    GC_LOG(Front, debug, "connection closed during TLS handshake c={} "
-                         "peer={}",
+    GC_LOG(Front, debug,
+           "connection closed during TLS handshake c={} "
+           "peer={}",
            id_, peer_);
     break;
   default:
@@ -289,9 +285,8 @@ void Connection::start_session() {
   } else {
     session_ = std::make_unique<Http1Session>(*this);
   }
-  GC_LOG(Front, debug, "connection open c={} peer={} protocol={} tls={}",
-         id_, peer_, alpn_size == 2 ? "h2" : "http/1.1",
-         SSL_get_version(ssl_));
+  GC_LOG(Front, debug, "connection open c={} peer={} protocol={} tls={}", id_,
+         peer_, alpn_size == 2 ? "h2" : "http/1.1", SSL_get_version(ssl_));
 
   arm_timer(config().idle_timeout_s);
   session_->start();
@@ -300,7 +295,8 @@ void Connection::start_session() {
 void Connection::do_read() {
   uint8_t *buffer = listener_.read_buffer();
   for (int i = 0; i < MaxReadsPerEvent; ++i) {
-    if (reading_paused_ || (state_ != State::Open && state_ != State::Closing)) {
+    if (reading_paused_ ||
+        (state_ != State::Open && state_ != State::Closing)) {
       return;
     }
     ERR_clear_error();
@@ -332,8 +328,7 @@ void Connection::do_read() {
       GC_LOG(Front, debug, "client closed the connection c={}", id_);
       break;
     default:
-      GC_LOG(Front, debug, "TLS read failed: {} c={}", ssl_error_reason(),
-             id_);
+      GC_LOG(Front, debug, "TLS read failed: {} c={}", ssl_error_reason(), id_);
       break;
     }
     state_ = State::Dead;
@@ -379,8 +374,7 @@ Connection::WriteResult Connection::write(const void *data, size_t size) {
     GC_LOG(Front, debug, "client closed the connection during a write c={}",
            id_);
   } else {
-    GC_LOG(Front, debug, "TLS write failed: {} c={}", ssl_error_reason(),
-           id_);
+    GC_LOG(Front, debug, "TLS write failed: {} c={}", ssl_error_reason(), id_);
   }
   return {IoStatus::Error, 0};
 }
@@ -435,8 +429,7 @@ bool Connection::flush_tls() {
     start_write_watcher();
     return true;
   }
-  GC_LOG(Front, debug, "client closed the connection during a write c={}",
-         id_);
+  GC_LOG(Front, debug, "client closed the connection during a write c={}", id_);
   return false;
 }
 

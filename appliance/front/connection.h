@@ -39,9 +39,11 @@ public:
   // Starts the TLS handshake. The connection may be dead on return (the
   // client left already); the caller then destroys it.
   void start();
+
   bool dead() const { return state_ == State::Dead; }
 
   enum class IoStatus { Ok, WouldBlock, Error };
+
   struct WriteResult {
     IoStatus status = IoStatus::Error;
     size_t bytes = 0;
@@ -77,20 +79,28 @@ public:
   void check_deadline_within(double seconds);
 
   uint64_t id() const { return id_; }
+
   const std::string &peer() const { return peer_; }
-  struct ev_loop *loop() const { return loop_; }
+
+  struct ev_loop *loop() const {
+    return loop_;
+  }
+
   const FrontConfig &config() const;
   RequestHandler &handler() const;
   BufferPool &buffers() const;
+
   // Loop time of the last successful read or write.
   double last_io() const { return last_io_; }
 
   // For the listener: requests a graceful stop, which the connection
   // carries out in its own callback.
   void begin_shutdown();
+
   void set_position(std::list<std::unique_ptr<Connection>>::iterator it) {
     position_ = it;
   }
+
   std::list<std::unique_ptr<Connection>>::iterator position() const {
     return position_;
   }

@@ -110,8 +110,8 @@ BodyChunk FileBody::next(size_t max) {
 
   if (buffered_ == 0) {
     if (!buffer_) {
-      buffer_.reset(new uint8_t[std::min<uint64_t>(ReadBufferBytes,
-                                                   end_ - position_)]);
+      buffer_.reset(
+          new uint8_t[std::min<uint64_t>(ReadBufferBytes, end_ - position_)]);
     }
     size_t want = std::min<uint64_t>(ReadBufferBytes, end_ - position_);
     ssize_t n;

@@ -40,6 +40,7 @@ public:
 
   BodyChunk next(size_t max) override;
   void consume(size_t n) override;
+
   // Bytes not yet consumed.
   int64_t length() const override {
     return static_cast<int64_t>(end_ - position_);

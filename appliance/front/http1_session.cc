@@ -344,8 +344,7 @@ int Http1Session::on_headers_complete() {
   request_.connection_id = connection_.id();
   request_.request_id = next_request_id_++;
 
-  auto exchange =
-      std::make_shared<SessionExchange>(
+  auto exchange = std::make_shared<SessionExchange>(
       std::move(request_), static_cast<ExchangeOwner *>(this));
   ExchangeState &state = exchange->state();
   state.keep_alive = http_should_keep_alive(&parser_) != 0;
@@ -383,16 +382,15 @@ int Http1Session::on_message_complete() {
 void Http1Session::respond_with_error(int status) {
   in_head_ = false;
   if (request_.method_name.empty()) {
-    request_.method_name = http_method_str(
-        static_cast<http_method>(parser_.method));
+    request_.method_name =
+        http_method_str(static_cast<http_method>(parser_.method));
   }
   request_.protocol = "http/1.1";
   request_.peer = connection_.peer();
   request_.connection_id = connection_.id();
   request_.request_id = next_request_id_++;
 
-  auto exchange =
-      std::make_shared<SessionExchange>(
+  auto exchange = std::make_shared<SessionExchange>(
       std::move(request_), static_cast<ExchangeOwner *>(this));
   exchange->state().request_complete = true;
   exchanges_.push_back(exchange);
@@ -443,8 +441,8 @@ bool Http1Session::on_write() {
       continue;
     }
     if (!state.finished) {
-      Step step = state.chunked ? write_chunked_body(*exchange)
-                                : write_body(*exchange);
+      Step step =
+          state.chunked ? write_chunked_body(*exchange) : write_body(*exchange);
       if (step == Step::Failed) {
         return false;
       }
@@ -461,8 +459,7 @@ bool Http1Session::on_write() {
     }
   }
 
-  if (paused_ && !stop_parsing_ &&
-      exchanges_.size() < MaxPipelinedRequests) {
+  if (paused_ && !stop_parsing_ && exchanges_.size() < MaxPipelinedRequests) {
     resume_parsing();
   }
   if (shutting_down_ && exchanges_.empty()) {
@@ -658,15 +655,14 @@ Http1Session::Step Http1Session::write_body(SessionExchange &exchange) {
       return Step::Failed;
     case BodyChunk::State::Error:
       GC_LOG(Front, warn,
-             "response body failed after {} bytes r={}.{}, closing",
-             state.sent, request.connection_id, request.request_id);
+             "response body failed after {} bytes r={}.{}, closing", state.sent,
+             request.connection_id, request.request_id);
       return Step::Failed;
     }
   }
 }
 
-Http1Session::Step
-Http1Session::write_chunked_body(SessionExchange &exchange) {
+Http1Session::Step Http1Session::write_chunked_body(SessionExchange &exchange) {
   ExchangeState &state = exchange.state();
   const Request &request = exchange.request();
   BodySource &body = *exchange.response().body;
@@ -708,8 +704,8 @@ Http1Session::write_chunked_body(SessionExchange &exchange) {
       return Step::Done;
     case BodyChunk::State::Error:
       GC_LOG(Front, warn,
-             "response body failed after {} bytes r={}.{}, closing",
-             state.sent, request.connection_id, request.request_id);
+             "response body failed after {} bytes r={}.{}, closing", state.sent,
+             request.connection_id, request.request_id);
       return Step::Failed;
     }
   }

@@ -26,6 +26,7 @@ public:
   ~Http1Session() override;
 
   void start() override {}
+
   bool on_read(const uint8_t *data, size_t size) override;
   bool on_write() override;
   void shutdown() override;

@@ -50,8 +50,7 @@ int on_frame_recv(nghttp2_session *, const nghttp2_frame *frame,
 }
 
 int on_data_chunk_recv(nghttp2_session *, uint8_t, int32_t stream_id,
-                       const uint8_t *, size_t size,
-                       void *user_data) noexcept {
+                       const uint8_t *, size_t size, void *user_data) noexcept {
   return session_of(user_data).on_data_chunk_recv(stream_id, size);
 }
 
@@ -60,8 +59,8 @@ int on_frame_send(nghttp2_session *, const nghttp2_frame *frame,
   return session_of(user_data).on_frame_send(*frame);
 }
 
-int on_stream_close(nghttp2_session *, int32_t stream_id,
-                    uint32_t error_code, void *user_data) noexcept {
+int on_stream_close(nghttp2_session *, int32_t stream_id, uint32_t error_code,
+                    void *user_data) noexcept {
   return session_of(user_data).on_stream_close(stream_id, error_code);
 }
 
@@ -108,6 +107,7 @@ struct SessionSetup {
     // floods and CONTINUATION floods by default, so no option is set for
     // them.
   }
+
   ~SessionSetup() {
     nghttp2_option_del(option);
     nghttp2_session_callbacks_del(callbacks);
@@ -285,8 +285,7 @@ void Http2Session::dispatch(int32_t stream_id) {
   request_.peer = connection_.peer();
   request_.connection_id = connection_.id();
   request_.request_id = static_cast<uint64_t>(stream_id);
-  auto exchange =
-      std::make_shared<SessionExchange>(
+  auto exchange = std::make_shared<SessionExchange>(
       std::move(request_), static_cast<ExchangeOwner *>(this));
   exchange->state().stream_id = stream_id;
   nghttp2_session_set_stream_user_data(session_, stream_id, exchange.get());
@@ -301,8 +300,7 @@ void Http2Session::respond_with_error(int32_t stream_id, int status) {
   request_.peer = connection_.peer();
   request_.connection_id = connection_.id();
   request_.request_id = static_cast<uint64_t>(stream_id);
-  auto exchange =
-      std::make_shared<SessionExchange>(
+  auto exchange = std::make_shared<SessionExchange>(
       std::move(request_), static_cast<ExchangeOwner *>(this));
   exchange->state().stream_id = stream_id;
   nghttp2_session_set_stream_user_data(session_, stream_id, exchange.get());
@@ -460,8 +458,7 @@ ssize_t Http2Session::read_body(SessionExchange &exchange, size_t max,
     GC_LOG(Front, warn,
            "response body ended after {} of {} bytes r={}.{}, resetting "
            "the stream",
-           state.sent, state.length, request.connection_id,
-           request.request_id);
+           state.sent, state.length, request.connection_id, request.request_id);
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   case BodyChunk::State::Error:
     GC_LOG(Front, warn,
@@ -511,8 +508,9 @@ int Http2Session::on_stream_close(int32_t stream_id, uint32_t error_code) {
   nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
   bool aborted = !exchange->state().finished;
   if (aborted) {
-    GC_LOG(Front, debug, "stream closed before the response ended r={}.{} "
-                         "error={}",
+    GC_LOG(Front, debug,
+           "stream closed before the response ended r={}.{} "
+           "error={}",
            connection_.id(), stream_id, nghttp2_http2_strerror(error_code));
   }
   exchange->log_access(aborted);

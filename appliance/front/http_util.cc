@@ -205,8 +205,7 @@ BodyPlan plan_body(Method method, const Response &response) {
 
 } // namespace gatecache::front
 
-fmt::format_context::iterator
-fmt::formatter<gatecache::front::LogText>::format(
+fmt::format_context::iterator fmt::formatter<gatecache::front::LogText>::format(
     gatecache::front::LogText value, fmt::format_context &context) const {
   static constexpr char Hex[] = "0123456789abcdef";
   auto out = context.out();

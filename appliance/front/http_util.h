@@ -63,6 +63,7 @@ public:
     uint64_t n = count_.fetch_add(1, std::memory_order_relaxed) + 1;
     return (n & (n - 1)) == 0;
   }
+
   // Occurrences so far.
   uint64_t count() const { return count_.load(std::memory_order_relaxed); }
 
@@ -88,6 +89,7 @@ template <> struct fmt::formatter<gatecache::front::LogText> {
   constexpr auto parse(fmt::format_parse_context &context) {
     return context.begin();
   }
+
   fmt::format_context::iterator format(gatecache::front::LogText value,
                                        fmt::format_context &context) const;
 };

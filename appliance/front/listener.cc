@@ -87,10 +87,9 @@ Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
   if (literal.size() >= 2 && literal.front() == '[' && literal.back() == ']') {
     literal = literal.substr(1, literal.size() - 2);
   }
-  std::string where = (literal.find(':') != std::string::npos
-                           ? "[" + literal + "]"
-                           : literal) +
-                      ":" + std::to_string(port);
+  std::string where =
+      (literal.find(':') != std::string::npos ? "[" + literal + "]" : literal) +
+      ":" + std::to_string(port);
 
   sockaddr_storage address = {};
   socklen_t address_size = 0;
@@ -105,9 +104,8 @@ Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
     v6.sin6_port = htons(port);
     address_size = sizeof(v6);
   } else {
-    return fail(ErrorCode::Invalid,
-                "invalid listen address '" + host +
-                    "': expected an IPv4 or IPv6 literal");
+    return fail(ErrorCode::Invalid, "invalid listen address '" + host +
+                                        "': expected an IPv4 or IPv6 literal");
   }
 
   int fd = ::socket(address.ss_family,
@@ -124,8 +122,8 @@ Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
   if (!ok) {
     int error = errno;
     ::close(fd);
-    return fail(ErrorCode::Io, errno_message("setsockopt", error) + " on " +
-                                   where);
+    return fail(ErrorCode::Io,
+                errno_message("setsockopt", error) + " on " + where);
   }
   if (::bind(fd, reinterpret_cast<sockaddr *>(&address), address_size) != 0) {
     int error = errno;
@@ -135,8 +133,7 @@ Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
   if (::listen(fd, ListenBacklog) != 0) {
     int error = errno;
     ::close(fd);
-    return fail(ErrorCode::Io,
-                errno_message("listen", error) + " on " + where);
+    return fail(ErrorCode::Io, errno_message("listen", error) + " on " + where);
   }
   sockaddr_storage bound = {};
   socklen_t bound_size = sizeof(bound);
@@ -154,8 +151,8 @@ Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
 
   GC_LOG(Front, info, "listening on {}",
          where.substr(0, where.rfind(':')) + ":" + std::to_string(bound_port));
-  return std::unique_ptr<Listener>(new Listener(
-      loop, fd, bound_port, std::move(ssl_ctx), handler, config));
+  return std::unique_ptr<Listener>(
+      new Listener(loop, fd, bound_port, std::move(ssl_ctx), handler, config));
 }
 
 Listener::Listener(struct ev_loop *loop, int fd, uint16_t port,
@@ -189,8 +186,7 @@ void Listener::stop_accepting() {
   }
 }
 
-void Listener::on_accept_ready(struct ev_loop *, ev_io *watcher,
-                               int) noexcept {
+void Listener::on_accept_ready(struct ev_loop *, ev_io *watcher, int) noexcept {
   static_cast<Listener *>(watcher->data)->accept_connections();
 }
 
@@ -259,8 +255,8 @@ void Listener::add_connection(int fd, const sockaddr_storage &address) {
   SSL_CTX *ctx = ssl_ctx_ ? ssl_ctx_() : nullptr;
   SSL *ssl = ctx != nullptr ? SSL_new(ctx) : nullptr;
   if (ssl == nullptr) {
-    GC_LOG(Front, error, "no TLS context for a new connection c={} port={}",
-           id, port_);
+    GC_LOG(Front, error, "no TLS context for a new connection c={} port={}", id,
+           port_);
     ::close(fd);
     return;
   }

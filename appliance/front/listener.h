@@ -14,10 +14,9 @@
 #include <memory>
 #include <string>
 
-#include <sys/socket.h>
-
 #include <ev.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include "appliance/front/front_config.h"
 #include "appliance/front/write_buffer.h"
@@ -84,9 +83,8 @@ public:
 private:
   friend class Connection;
 
-  Listener(struct ev_loop *loop, int fd, uint16_t port,
-           SslCtxProvider ssl_ctx, RequestHandler *handler,
-           const FrontConfig &config);
+  Listener(struct ev_loop *loop, int fd, uint16_t port, SslCtxProvider ssl_ctx,
+           RequestHandler *handler, const FrontConfig &config);
 
   static void on_accept_ready(struct ev_loop *loop, ev_io *watcher,
                               int events) noexcept;
@@ -102,11 +100,18 @@ private:
 
   // For connections: resources shared by every connection of this
   // listener, and the call that destroys a finished connection.
-  struct ev_loop *loop() const { return loop_; }
+  struct ev_loop *loop() const {
+    return loop_;
+  }
+
   const FrontConfig &config() const { return config_; }
+
   RequestHandler &handler() const { return *handler_; }
+
   BufferPool &buffers() { return buffers_; }
+
   uint8_t *read_buffer() { return read_buffer_.get(); }
+
   void release(Connection *connection);
 
   struct ev_loop *loop_;

@@ -66,9 +66,9 @@ void SessionExchange::log_access(bool aborted) {
          "c={} r={}.{} {} {} {} {}{}{} {} {} cache={} ns={} f={} t={:.1f}{}",
          r.connection_id, r.connection_id, r.request_id, r.peer, r.protocol,
          LogText{r.method_name}, LogText{r.path}, r.query.empty() ? "" : "?",
-         LogText{r.query, false}, status,
-         state_.sent, to_string(cache_result), LogText{upstream_name},
-         fetch_id, elapsed_ms(), aborted ? " aborted" : "");
+         LogText{r.query, false}, status, state_.sent, to_string(cache_result),
+         LogText{upstream_name}, fetch_id, elapsed_ms(),
+         aborted ? " aborted" : "");
 }
 
 void ExchangeList::push_back(std::shared_ptr<SessionExchange> exchange) {

@@ -77,13 +77,18 @@ public:
   ~SessionExchange() override = default;
 
   void respond(Response response) override;
+
   bool closed() const override { return closed_; }
 
   bool responded() const { return responded_; }
+
   bool attached() const { return owner_ != nullptr; }
+
   // The handler's response. Valid after `responded()` until `detach()`.
   Response &response() { return response_; }
+
   ExchangeState &state() { return state_; }
+
   const ExchangeState &state() const { return state_; }
 
   // Cuts the exchange off its session, so no callback reaches the session
@@ -123,11 +128,15 @@ public:
   ExchangeList() = default;
   ExchangeList(const ExchangeList &) = delete;
   ExchangeList &operator=(const ExchangeList &) = delete;
+
   ~ExchangeList() { clear(); }
 
   bool empty() const { return head_ == nullptr; }
+
   size_t size() const { return size_; }
+
   SessionExchange *front() const { return head_; }
+
   static SessionExchange *next(const SessionExchange &exchange) {
     return exchange.next_;
   }

@@ -63,8 +63,7 @@ int on_write(BIO *bio, const char *data, int size) noexcept {
     return 0;
   }
   auto wanted = static_cast<size_t>(size);
-  if (state.buffer != nullptr &&
-      BufferPool::BufferBytes - state.end < wanted &&
+  if (state.buffer != nullptr && BufferPool::BufferBytes - state.end < wanted &&
       flush_buffer(bio, state) < 0 && !BIO_should_retry(bio)) {
     return -1;
   }

@@ -21,6 +21,7 @@ public:
   static constexpr size_t BufferBytes = 256 * 1024;
 
   explicit BufferPool(size_t max_free = 64) : max_free_(max_free) {}
+
   ~BufferPool();
   BufferPool(const BufferPool &) = delete;
   BufferPool &operator=(const BufferPool &) = delete;
@@ -43,16 +44,21 @@ private:
 class WriteBuffer {
 public:
   explicit WriteBuffer(BufferPool &pool) : pool_(pool) {}
+
   ~WriteBuffer() { release(); }
+
   WriteBuffer(const WriteBuffer &) = delete;
   WriteBuffer &operator=(const WriteBuffer &) = delete;
 
   static constexpr size_t Capacity = BufferPool::BufferBytes;
 
   bool empty() const { return begin_ == end_; }
+
   // Bytes waiting to be written.
   size_t size() const { return end_ - begin_; }
+
   const uint8_t *data() const { return buffer_ + begin_; }
+
   // Bytes that can still be appended.
   size_t space() const { return Capacity - end_; }
 
@@ -62,7 +68,9 @@ public:
     std::memcpy(buffer_ + end_, data, size);
     end_ += size;
   }
+
   void append(std::string_view text) { append(text.data(), text.size()); }
+
   // Appends the decimal form of `value`. Precondition: 20 bytes of space.
   void append_decimal(uint64_t value);
   // Appends the lower-case hexadecimal form of `value`. Precondition: 16

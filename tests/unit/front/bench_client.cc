@@ -13,10 +13,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <openssl/ssl.h>
 
 namespace {
 
@@ -28,16 +27,15 @@ long long download(uint16_t port, const std::string &path, int requests) {
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr *>(&address),
-                sizeof(address)) != 0) {
+  if (::connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof(address)) !=
+      0) {
     return -1;
   }
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
   SSL *ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
-  SSL_set_alpn_protos(ssl,
-                      reinterpret_cast<const unsigned char *>("\x08http/1.1"),
-                      9);
+  SSL_set_alpn_protos(
+      ssl, reinterpret_cast<const unsigned char *>("\x08http/1.1"), 9);
   SSL_set_read_ahead(ssl, 1);
   if (SSL_connect(ssl) != 1) {
     return -1;
@@ -45,8 +43,7 @@ long long download(uint16_t port, const std::string &path, int requests) {
 
   long long total = 0;
   std::vector<char> buffer(1 << 20);
-  std::string request =
-      "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
   for (int i = 0; i < requests; ++i) {
     SSL_write(ssl, request.data(), static_cast<int>(request.size()));
     std::string head;
@@ -85,8 +82,7 @@ long long download(uint16_t port, const std::string &path, int requests) {
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s PORT PATH CONNECTIONS REQUESTS\n",
-                 argv[0]);
+    std::fprintf(stderr, "usage: %s PORT PATH CONNECTIONS REQUESTS\n", argv[0]);
     return 2;
   }
   auto port = static_cast<uint16_t>(std::atoi(argv[1]));
@@ -105,9 +101,9 @@ int main(int argc, char **argv) {
   for (auto &thread : threads) {
     thread.join();
   }
-  double seconds = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   long long bytes = 0;
   for (long long total : totals) {
     if (total < 0) {

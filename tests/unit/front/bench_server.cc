@@ -13,10 +13,9 @@
 #include <memory>
 #include <string>
 
+#include <ev.h>
 #include <fcntl.h>
 #include <unistd.h>
-
-#include <ev.h>
 
 #include "appliance/front/file_body.h"
 #include "appliance/front/listener.h"
@@ -36,8 +35,7 @@ public:
   void handle(std::shared_ptr<Exchange> exchange) override {
     const std::string &path = exchange->request().path;
     Response response;
-    response.headers.emplace_back("content-type",
-                                  "application/octet-stream");
+    response.headers.emplace_back("content-type", "application/octet-stream");
     if (path == "/small") {
       response.body = std::make_unique<MemoryBody>(small_);
     } else if (path == "/file") {

@@ -18,8 +18,8 @@ const std::string Http1Alpn = "\x08http/1.1";
 
 std::string get(const std::string &target,
                 const std::string &extra_headers = "") {
-  return "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n" +
-         extra_headers + "\r\n";
+  return "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n" + extra_headers +
+         "\r\n";
 }
 
 TEST_CASE("h1 keep-alive serves sequential requests", "[front][h1]") {
@@ -156,8 +156,7 @@ TEST_CASE("h1 oversize header gets 431", "[front][h1]") {
   TestServer server;
   Http1Client client(server.port(), Http1Alpn);
 
-  client.send(get("/small", "X-Big: " + std::string(70 * 1024, 'a') +
-                                "\r\n"));
+  client.send(get("/small", "X-Big: " + std::string(70 * 1024, 'a') + "\r\n"));
   HttpResponse response = client.read_response();
   CHECK(response.status == 431);
   CHECK(response.headers["connection"] == "close");
@@ -349,10 +348,9 @@ TEST_CASE("h1 header fields reach handler", "[front][h1]") {
   TestServer server;
   Http1Client client(server.port(), Http1Alpn);
 
-  client.send(get("/echo?a=b&c=d",
-                  "Accept: application/json  \r\n"
-                  "ACCEPT: text/plain\r\n"
-                  "Range: bytes=0-9\r\n"));
+  client.send(get("/echo?a=b&c=d", "Accept: application/json  \r\n"
+                                   "ACCEPT: text/plain\r\n"
+                                   "Range: bytes=0-9\r\n"));
   HttpResponse response = client.read_response();
   CHECK(response.body == "method=GET\npath=/echo\nquery=a=b&c=d\n"
                          "accept=application/json, text/plain\n"

@@ -22,8 +22,8 @@ TEST_CASE("h2 serves concurrent streams", "[front][h2]") {
   int32_t big_a = client.submit("/bytes/200000");
   int32_t big_b = client.submit("/bytes/300001");
   int32_t small = client.submit("/small");
-  int32_t echo = client.submit("/echo?x=y", "GET",
-                               {{"accept", "a/b"}, {"accept", "c/d"}});
+  int32_t echo =
+      client.submit("/echo?x=y", "GET", {{"accept", "a/b"}, {"accept", "c/d"}});
   int32_t missing = client.submit("/missing");
   REQUIRE(client.run());
 
@@ -134,8 +134,8 @@ TEST_CASE("h2 oversize header gets 431", "[front][h2]") {
 
   // nghttp2 clients send header blocks of at most 64 KiB, so the limit
   // under test is lowered.
-  int32_t id = client.submit("/small", "GET",
-                             {{"x-big", std::string(20 * 1024, 'a')}});
+  int32_t id =
+      client.submit("/small", "GET", {{"x-big", std::string(20 * 1024, 'a')}});
   int32_t next = client.submit("/small");
   REQUIRE(client.run());
   CHECK(client.streams[id].status == 431);

@@ -16,8 +16,7 @@ Response make_response(int status, int64_t body_length,
   response.status = status;
   response.head_length = head_length;
   if (body_length >= 0) {
-    response.body =
-        std::make_unique<MemoryBody>(std::string(body_length, 'x'));
+    response.body = std::make_unique<MemoryBody>(std::string(body_length, 'x'));
   }
   return response;
 }
@@ -41,6 +40,7 @@ TEST_CASE("body plan follows RFC 9110", "[front][http_util]") {
     bool send_body;
     int64_t content_length;
   };
+
   const Case cases[] = {
       {Method::Get, 200, 10, -1, true, 10},
       {Method::Get, 200, -1, -1, false, 0},
@@ -77,8 +77,7 @@ TEST_CASE("header checks reject injection", "[front][http_util]") {
 }
 
 TEST_CASE("log text escapes control bytes", "[front][http_util]") {
-  CHECK(fmt::format("{}", LogText{"/v2/a b\n\\"}) ==
-        "/v2/a\\x20b\\x0a\\x5c");
+  CHECK(fmt::format("{}", LogText{"/v2/a b\n\\"}) == "/v2/a\\x20b\\x0a\\x5c");
   CHECK(fmt::format("{}", LogText{""}) == "-");
   CHECK(fmt::format("{}", LogText{"", false}).empty());
 }

@@ -25,12 +25,12 @@ TEST_CASE("listener binds ephemeral loopback port", "[front][listener]") {
   test::TestHandler handler;
   SSL_CTX *ctx = test::make_server_ctx();
   loop.call([&] {
-    auto v4 = Listener::open(
-        loop.loop(), "127.0.0.1", 0, [ctx] { return ctx; }, &handler, {});
+    auto v4 = Listener::open(loop.loop(), "127.0.0.1", 0, [ctx] { return ctx; },
+                             &handler, {});
     REQUIRE(v4);
     CHECK((*v4)->port() != 0);
-    auto v6 = Listener::open(
-        loop.loop(), "[::1]", 0, [ctx] { return ctx; }, &handler, {});
+    auto v6 = Listener::open(loop.loop(), "[::1]", 0, [ctx] { return ctx; },
+                             &handler, {});
     if (v6) {
       CHECK((*v6)->port() != 0);
     } else {
@@ -44,8 +44,8 @@ TEST_CASE("listener rejects invalid address", "[front][listener]") {
   test::LoopThread loop;
   test::TestHandler handler;
   loop.call([&] {
-    auto listener = Listener::open(
-        loop.loop(), "localhost", 0, [] { return nullptr; }, &handler, {});
+    auto listener = Listener::open(loop.loop(), "localhost", 0,
+                                   [] { return nullptr; }, &handler, {});
     REQUIRE_FALSE(listener);
     CHECK(listener.error().code == ErrorCode::Invalid);
   });
@@ -237,8 +237,7 @@ TEST_CASE("graceful shutdown finishes in-flight h1", "[front][listener]") {
   }
 
   std::atomic<bool> done{false};
-  server.loop().call(
-      [&] { server.listener().shutdown([&] { done = true; }); });
+  server.loop().call([&] { server.listener().shutdown([&] { done = true; }); });
   CHECK(idle.closed_by_server());
   CHECK(idle.tls().end_reason() == "close_notify");
   CHECK_FALSE(done);
@@ -255,8 +254,7 @@ TEST_CASE("graceful shutdown finishes in-flight h1", "[front][listener]") {
   CHECK(busy.tls().end_reason() == "close_notify");
   CHECK(test::wait_until([&] { return done.load(); }));
   size_t remaining = 1;
-  server.loop().call(
-      [&] { remaining = server.listener().connection_count(); });
+  server.loop().call([&] { remaining = server.listener().connection_count(); });
   CHECK(remaining == 0);
 }
 
@@ -268,8 +266,7 @@ TEST_CASE("graceful shutdown sends h2 GOAWAY", "[front][listener]") {
       [&] { return client.streams[gated].body == "first-part|"; }));
 
   std::atomic<bool> done{false};
-  server.loop().call(
-      [&] { server.listener().shutdown([&] { done = true; }); });
+  server.loop().call([&] { server.listener().shutdown([&] { done = true; }); });
   REQUIRE(client.run_until([&] { return client.goaway; }));
   CHECK_FALSE(client.streams[gated].closed);
 
@@ -291,8 +288,7 @@ TEST_CASE("graceful shutdown without connections", "[front][listener]") {
   CHECK(test::wait_until([&] { return done.load(); }));
 }
 
-TEST_CASE("graceful shutdown forces close after timeout",
-          "[front][listener]") {
+TEST_CASE("graceful shutdown forces close after timeout", "[front][listener]") {
   FrontConfig config;
   config.graceful_timeout_s = 0;
   TestServer server(config);
@@ -301,8 +297,7 @@ TEST_CASE("graceful shutdown forces close after timeout",
   REQUIRE(test::wait_until([&] { return server.handler().handled == 1; }));
 
   std::atomic<bool> done{false};
-  server.loop().call(
-      [&] { server.listener().shutdown([&] { done = true; }); });
+  server.loop().call([&] { server.listener().shutdown([&] { done = true; }); });
   CHECK(test::wait_until([&] { return done.load(); }));
   CHECK(busy.closed_by_server());
   CHECK(server.access_log("GET /late 499 ").size() == 1);

@@ -12,13 +12,12 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <spdlog/sinks/base_sink.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "appliance/front/file_body.h"
 #include "common/log.h"
@@ -42,6 +41,7 @@ protected:
   void sink_it_(const spdlog::details::log_msg &message) override {
     capture_.add(std::string(message.payload.data(), message.payload.size()));
   }
+
   void flush_() override {}
 
 private:
@@ -53,6 +53,7 @@ class PiecesBody final : public BodySource {
 public:
   explicit PiecesBody(std::vector<std::string> pieces)
       : pieces_(std::move(pieces)) {}
+
   BodyChunk next(size_t max) override {
     if (index_ >= pieces_.size()) {
       return {BodyChunk::State::End};
@@ -62,6 +63,7 @@ public:
     return {BodyChunk::State::Data,
             reinterpret_cast<const uint8_t *>(piece.data()) + offset_, size};
   }
+
   void consume(size_t n) override {
     offset_ += n;
     if (offset_ == pieces_[index_].size()) {
@@ -69,6 +71,7 @@ public:
       offset_ = 0;
     }
   }
+
   int64_t length() const override { return -1; }
 
 private:
@@ -88,7 +91,9 @@ public:
     }
     return {BodyChunk::State::Error};
   }
+
   void consume(size_t n) override { offset_ += n; }
+
   int64_t length() const override { return 100; }
 
 private:
@@ -113,10 +118,10 @@ public:
             reinterpret_cast<const uint8_t *>(text_.data()) + offset_,
             std::min(max, text_.size() - offset_)};
   }
+
   void consume(size_t n) override { offset_ += n; }
-  int64_t length() const override {
-    return static_cast<int64_t>(text_.size());
-  }
+
+  int64_t length() const override { return static_cast<int64_t>(text_.size()); }
 
 private:
   bool waited_ = false;
@@ -134,7 +139,9 @@ std::string wire_alpn_name(const unsigned char *data, unsigned int size) {
 class GatedBody final : public BodySource {
 public:
   explicit GatedBody(Gate &gate) : gate_(gate) { gate_.add(this); }
+
   ~GatedBody() override { gate_.remove(this); }
+
   void release() { wake(); }
 
   BodyChunk next(size_t max) override {
@@ -149,10 +156,10 @@ public:
             reinterpret_cast<const uint8_t *>(text_.data()) + offset_,
             std::min(max, limit - offset_)};
   }
+
   void consume(size_t n) override { offset_ += n; }
-  int64_t length() const override {
-    return static_cast<int64_t>(text_.size());
-  }
+
+  int64_t length() const override { return static_cast<int64_t>(text_.size()); }
 
 private:
   Gate &gate_;
@@ -342,12 +349,10 @@ void TestHandler::handle(std::shared_ptr<Exchange> exchange) {
     late.push_back(std::move(exchange));
     return;
   } else if (path == "/echo") {
-    std::string text = "method=" + request.method_name + "\n" +
-                       "path=" + request.path + "\n" +
-                       "query=" + request.query + "\n" +
-                       "accept=" + request.accept + "\n" +
-                       "range=" + request.range + "\n" +
-                       "protocol=" + request.protocol + "\n";
+    std::string text =
+        "method=" + request.method_name + "\n" + "path=" + request.path + "\n" +
+        "query=" + request.query + "\n" + "accept=" + request.accept + "\n" +
+        "range=" + request.range + "\n" + "protocol=" + request.protocol + "\n";
     response.body = std::make_unique<MemoryBody>(std::move(text));
   } else {
     response.status = 404;
@@ -390,8 +395,7 @@ size_t AccessLogCapture::size() {
 }
 
 std::vector<std::string> AccessLogCapture::wait_for(const std::string &needle,
-                                                    size_t count,
-                                                    size_t from) {
+                                                    size_t count, size_t from) {
   std::unique_lock<std::mutex> lock(mutex_);
   std::vector<std::string> found;
   changed_.wait_for(lock, std::chrono::seconds(SafetyTimeoutS), [&] {
@@ -407,8 +411,8 @@ std::vector<std::string> AccessLogCapture::wait_for(const std::string &needle,
 }
 
 bool wait_until(const std::function<bool()> &condition) {
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::seconds(SafetyTimeoutS);
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(SafetyTimeoutS);
   while (!condition()) {
     if (std::chrono::steady_clock::now() > deadline) {
       return false;
@@ -434,8 +438,7 @@ TestServer::TestServer(FrontConfig config, bool kernel_tls)
 
 std::vector<std::string> TestServer::access_log(const std::string &needle,
                                                 size_t count) {
-  return AccessLogCapture::instance().wait_for(needle, count,
-                                               first_log_line_);
+  return AccessLogCapture::instance().wait_for(needle, count, first_log_line_);
 }
 
 TestServer::~TestServer() {
@@ -452,8 +455,8 @@ TlsClient::TlsClient(uint16_t port, const std::string &alpn) {
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd_, reinterpret_cast<sockaddr *>(&address),
-                sizeof(address)) != 0) {
+  if (::connect(fd_, reinterpret_cast<sockaddr *>(&address), sizeof(address)) !=
+      0) {
     return;
   }
   timeval timeout = {SafetyTimeoutS, 0};
@@ -528,8 +531,8 @@ std::string TlsClient::read_some() {
     end_reason_ = "close_notify";
     SSL_shutdown(ssl_);
     ::shutdown(fd_, SHUT_WR);
-  } else if (error == SSL_ERROR_SYSCALL && (errno == EAGAIN ||
-                                            errno == EWOULDBLOCK)) {
+  } else if (error == SSL_ERROR_SYSCALL &&
+             (errno == EAGAIN || errno == EWOULDBLOCK)) {
     end_reason_ = "timeout";
   } else if (error == SSL_ERROR_SYSCALL ||
              ERR_GET_REASON(ERR_peek_error()) ==
@@ -643,8 +646,7 @@ Http2Client::Http2Client(uint16_t port) : tls_(port, "\x02h2") {
   nghttp2_session_callbacks *callbacks;
   nghttp2_session_callbacks_new(&callbacks);
   nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks,
-                                                            on_data);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data);
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks,
                                                        on_frame_recv);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks,
@@ -663,10 +665,10 @@ Http2Client::Http2Client(uint16_t port) : tls_(port, "\x02h2") {
 
 Http2Client::~Http2Client() { nghttp2_session_del(session_); }
 
-int32_t Http2Client::submit(
-    const std::string &path, const std::string &method,
-    std::vector<std::pair<std::string, std::string>> headers,
-    size_t body_size) {
+int32_t
+Http2Client::submit(const std::string &path, const std::string &method,
+                    std::vector<std::pair<std::string, std::string>> headers,
+                    size_t body_size) {
   std::vector<std::pair<std::string, std::string>> all = {
       {":method", method},
       {":scheme", "https"},
@@ -681,19 +683,17 @@ int32_t Http2Client::submit(
   }
   nghttp2_data_provider provider = {};
   provider.read_callback = on_read_body;
-  int32_t id = nghttp2_submit_request(session_, nullptr, fields.data(),
-                                      fields.size(),
-                                      body_size > 0 ? &provider : nullptr,
-                                      nullptr);
+  int32_t id =
+      nghttp2_submit_request(session_, nullptr, fields.data(), fields.size(),
+                             body_size > 0 ? &provider : nullptr, nullptr);
   streams[id] = Stream{};
   body_left_[id] = body_size;
   return id;
 }
 
 ssize_t Http2Client::on_read_body(nghttp2_session *, int32_t stream_id,
-                                  uint8_t *buffer, size_t size,
-                                  uint32_t *flags, nghttp2_data_source *,
-                                  void *user_data) {
+                                  uint8_t *buffer, size_t size, uint32_t *flags,
+                                  nghttp2_data_source *, void *user_data) {
   auto *self = static_cast<Http2Client *>(user_data);
   size_t &left = self->body_left_[stream_id];
   size_t n = std::min(size, left);

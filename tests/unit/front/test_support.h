@@ -40,6 +40,7 @@ class TempDir {
 public:
   TempDir();
   ~TempDir();
+
   const std::string &path() const { return path_; }
 
 private:
@@ -56,7 +57,10 @@ class LoopThread {
 public:
   LoopThread();
   ~LoopThread();
-  struct ev_loop *loop() const { return loop_; }
+
+  struct ev_loop *loop() const {
+    return loop_;
+  }
 
   // Runs `task` on the loop thread and waits for it to return.
   void call(std::function<void()> task);
@@ -78,8 +82,11 @@ private:
 class Gate {
 public:
   void open();
+
   bool is_open() const { return open_; }
+
   void add(class GatedBody *body) { waiting_.insert(body); }
+
   void remove(class GatedBody *body) { waiting_.erase(body); }
 
 private:
@@ -108,6 +115,7 @@ public:
 
   // Loop thread only.
   void open_gate() { gate_.open(); }
+
   void respond_late(int status, std::string body);
 
   std::string file_path;
@@ -148,12 +156,16 @@ public:
   ~TestServer();
 
   uint16_t port() const { return port_; }
+
   TestHandler &handler() { return handler_; }
+
   // Waits for `count` access-log lines containing `needle` that this
   // server wrote, and returns them.
   std::vector<std::string> access_log(const std::string &needle,
                                       size_t count = 1);
+
   LoopThread &loop() { return loop_; }
+
   Listener &listener() { return *listener_; }
 
 private:
@@ -180,11 +192,13 @@ public:
   TlsClient &operator=(const TlsClient &) = delete;
 
   bool connected() const { return ssl_ != nullptr; }
+
   std::string alpn() const;
   void write_all(const std::string &bytes);
   // Returns decrypted bytes, or an empty string at the end of the stream,
   // on a reset or after the safety timeout.
   std::string read_some();
+
   // Why the last `read_some()` returned nothing: "close_notify", "eof"
   // (closed without close_notify), "timeout" or "error".
   const std::string &end_reason() const { return end_reason_; }
@@ -207,11 +221,14 @@ struct HttpResponse {
 class Http1Client {
 public:
   explicit Http1Client(uint16_t port, const std::string &alpn = "");
+
   void send(const std::string &raw) { tls_.write_all(raw); }
+
   // Reads the next response. For a HEAD request pass `head`.
   HttpResponse read_response(bool head = false);
   // True when the server closed the connection and nothing more came.
   bool closed_by_server();
+
   TlsClient &tls() { return tls_; }
 
 private:
@@ -237,11 +254,12 @@ public:
   };
 
   bool connected() const { return tls_.connected(); }
+
   std::string alpn() const { return tls_.alpn(); }
+
   // Submits a request, with a body of `body_size` bytes unless zero.
   int32_t submit(const std::string &path, const std::string &method = "GET",
-                 std::vector<std::pair<std::string, std::string>> headers =
-                     {},
+                 std::vector<std::pair<std::string, std::string>> headers = {},
                  size_t body_size = 0);
   // Sends RST_STREAM(CANCEL) for `stream_id`.
   void cancel(int32_t stream_id);
@@ -262,8 +280,8 @@ private:
                        void *user_data);
   static int on_data(nghttp2_session *, uint8_t, int32_t stream_id,
                      const uint8_t *data, size_t size, void *user_data);
-  static int on_frame_recv(nghttp2_session *session,
-                           const nghttp2_frame *frame, void *user_data);
+  static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
+                           void *user_data);
   static int on_stream_close(nghttp2_session *, int32_t stream_id,
                              uint32_t error_code, void *user_data);
   bool flush();
