@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <map>
 #include <utility>
 
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 
 #include "appliance/front/file_body.h"
 #include "appliance/registry/range.h"
+#include "appliance/registry/schema1.h"
 #include "cache/digest.h"
 #include "cache/evictor.h"
 #include "common/log.h"
@@ -116,11 +118,15 @@ HeaderList content_headers(const std::string &media_type,
 // is never evicted by the same pass. Readers that have a file open keep
 // reading it after the unlink.
 void evict_if_needed(cache::BlobStore &store, cache::Index &index,
-                     uint64_t max_bytes, const std::string &just_stored) {
+                     uint64_t max_bytes, const std::string &just_stored,
+                     AccessLog &recent, EvictionLog &evictions) {
   auto total = index.total_size();
   if (!total || *total <= max_bytes) {
     return;
   }
+  // Hits are recorded in batches; write the pending ones first so content
+  // read a moment ago does not look unused.
+  recent.flush(index);
   auto evicted = cache::evict_to(
       store, index, max_bytes,
       [&just_stored](const std::string &digest) {
@@ -132,9 +138,12 @@ void evict_if_needed(cache::BlobStore &store, cache::Index &index,
     return;
   }
   uint64_t bytes = 0;
+  std::vector<std::string> digests;
   for (const auto &[digest, record] : *evicted) {
     bytes += record.size;
+    digests.push_back(digest);
   }
+  evictions.add(std::move(digests));
   GC_LOG(Cache, info, "evicted {} items ({} bytes) to stay under {} bytes",
          evicted->size(), bytes, max_bytes);
 }
@@ -143,6 +152,49 @@ void evict_if_needed(cache::BlobStore &store, cache::Index &index,
 constexpr size_t MaxTagListBytes = 4 << 20;
 
 } // namespace
+
+void AccessLog::add(const std::string &digest, int64_t unix_time) {
+  std::lock_guard lock(mutex_);
+  if (last_access_.size() < MaxPending || last_access_.contains(digest)) {
+    last_access_[digest] = unix_time;
+  }
+}
+
+void AccessLog::flush(cache::Index &index) {
+  std::unordered_map<std::string, int64_t> pending;
+  {
+    std::lock_guard lock(mutex_);
+    pending.swap(last_access_);
+  }
+  // One index transaction per distinct second keeps the order of accesses.
+  std::map<int64_t, std::vector<std::string>> by_time;
+  for (auto &[digest, time] : pending) {
+    by_time[time].push_back(digest);
+  }
+  for (const auto &[time, digests] : by_time) {
+    if (auto written = index.touch_content(digests, time); !written) {
+      GC_LOG(Cache, warn, "recording access times failed: {}",
+             written.error().message);
+      return;
+    }
+  }
+}
+
+void EvictionLog::add(std::vector<std::string> digests) {
+  if (digests.empty()) {
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  digests_.insert(digests_.end(), std::make_move_iterator(digests.begin()),
+                  std::make_move_iterator(digests.end()));
+  pending_.store(true, std::memory_order_release);
+}
+
+std::vector<std::string> EvictionLog::take() {
+  std::lock_guard lock(mutex_);
+  pending_.store(false, std::memory_order_release);
+  return std::move(digests_);
+}
 
 RegistryService::RegistryService(struct ev_loop *loop,
                                  std::shared_ptr<const config::Config> config,
@@ -153,7 +205,10 @@ RegistryService::RegistryService(struct ev_loop *loop,
     : loop_(loop), config_(std::move(config)),
       routes_(RouteTable::from_config(*config_)), store_(std::move(store)),
       index_(std::move(index)), client_(client), worker_(worker),
-      limits_(limits), calls_(client), manifests_(limits.manifest_cache_bytes) {
+      limits_(limits), calls_(client),
+      manifests_(limits.manifest_cache_bytes),
+      access_log_(std::make_shared<AccessLog>()),
+      evictions_(std::make_shared<EvictionLog>()) {
   for (const auto &[name, upstream] : config_->upstreams) {
     origins_.emplace(name, upstream::Origin{upstream.url, upstream.ca_file});
   }
@@ -172,6 +227,13 @@ RegistryService::~RegistryService() {
 }
 
 void RegistryService::handle(ExchangePtr exchange) {
+  if (evictions_->pending()) {
+    // Evicted manifests leave memory too, so the next request fetches and
+    // stores them again instead of serving what the disk no longer has.
+    for (const auto &digest : evictions_->take()) {
+      manifests_.erase(digest);
+    }
+  }
   const auto &request = exchange->request();
   auto routed = route_request(routes_, request.method_name, request.path,
                               request.query);
@@ -309,6 +371,14 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
       return;
     }
   }
+  if (!acceptable(parse_accept(exchange->request().accept), *media_type)) {
+    respond_error(exchange,
+                  OciError::manifest_unknown(
+                      "upstream has " + *media_type + " for tag " +
+                      route.reference +
+                      ", which the Accept header does not allow"));
+    return;
+  }
   // The tag moved, or is new here. The HEAD proved that this repository
   // holds the digest, so stored content needs no further check.
   if (auto entry = load_manifest(digest_text);
@@ -355,13 +425,11 @@ void RegistryService::serve_manifest_by_digest(ExchangePtr exchange,
     return;
   }
   if (repository_confirmed(route, route.reference)) {
-    touch(route.reference);
     send_manifest(exchange, *entry, CacheResult::Hit);
     return;
   }
   confirm_upstream(std::move(exchange), route, "manifests",
                    [this, entry](ExchangePtr confirmed) {
-                     touch(entry->digest);
                      send_manifest(confirmed, *entry, CacheResult::Hit);
                    });
 }
@@ -439,6 +507,19 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
   auto algorithm =
       announced ? announced->algorithm : cache::DigestAlgorithm::Sha256;
   cache::Digest actual = cache::digest_of(result.body, algorithm);
+  bool persist = true;
+  if (announced && !(actual == *announced) &&
+      *media_type == Schema1SignedMediaType) {
+    // Signed schema 1 manifests are named by their payload's digest.
+    auto payload = schema1_payload(result.body);
+    if (payload && cache::digest_of(*payload, algorithm) == *announced) {
+      actual = *announced;
+      // NOTE: the store checks files against the digest of their bytes,
+      // which a signed schema 1 manifest never matches, so it is kept in
+      // memory only and is not served while the upstream is down.
+      persist = false;
+    }
+  }
   if (announced && !(actual == *announced)) {
     GC_LOG(Registry, error,
            "manifest digest mismatch upstream={} repo={} ref={} "
@@ -455,10 +536,16 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
   entry->bytes = std::make_shared<const std::string>(result.body);
   entry->media_type = *media_type;
   entry->digest = digest;
-  bool already_cached = manifests_.get(digest) != nullptr;
+  // The index, not the memory cache, says whether the bytes are on disk:
+  // an evicted manifest can still be in memory.
+  auto indexed = index_->get_content(digest);
+  bool already_stored = indexed && *indexed;
   manifests_.put(entry);
   remember_repository(route, digest, false);
-  if (!already_cached) {
+  if (!persist) {
+    GC_LOG(Registry, debug, "serving schema 1 manifest {} from memory only",
+           digest);
+  } else if (!already_stored) {
     // Store the verified bytes, then index them, off the loop.
     auto store = store_;
     auto index = index_;
@@ -468,7 +555,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
     std::string tag_target = record_tag ? route.reference : "";
     worker_.post(
         [store, index, bytes, type, copy, digest, actual, tag_target,
-         max_bytes = config_->storage.max_size_bytes] {
+         max_bytes = config_->storage.max_size_bytes,
+         recent = access_log_, evictions = evictions_] {
           auto stored = store->put(actual, *bytes);
           if (!stored) {
             GC_LOG(Cache, error, "storing manifest {} failed: {}", digest,
@@ -491,7 +579,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
                    indexed.error().message);
             return;
           }
-          evict_if_needed(*store, *index, max_bytes, digest);
+          evict_if_needed(*store, *index, max_bytes, digest, *recent,
+                          *evictions);
         },
         nullptr);
   } else if (record_tag) {
@@ -532,6 +621,7 @@ void RegistryService::send_manifest(const ExchangePtr &exchange,
       outcome != CacheResult::Miss) {
     exchange->cache_result = outcome;
   }
+  touch(entry.digest);
   Response response;
   response.status = 200;
   response.headers = content_headers(entry.media_type, entry.digest);
@@ -728,8 +818,9 @@ void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
   std::string digest_text = digest.str();
   fetch->start(
       client_, origin_for(route.upstream), worker_,
-      [index, store, max_bytes, upstream, repository,
-       digest_text](cache::BlobStore::Writer &writer,
+      [index, store, max_bytes, upstream, repository, digest_text,
+       recent = access_log_,
+       evictions = evictions_](cache::BlobStore::Writer &writer,
                     const std::string &media_type) -> Result<void> {
         auto committed = writer.commit();
         if (!committed) {
@@ -742,7 +833,8 @@ void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
         if (!indexed) {
           return indexed;
         }
-        evict_if_needed(*store, *index, max_bytes, digest_text);
+        evict_if_needed(*store, *index, max_bytes, digest_text, *recent,
+                        *evictions);
         return {};
       });
   remember_repository(route, route.reference, false);
@@ -1042,27 +1134,13 @@ RegistryService::origin_for(const std::string &upstream) {
 }
 
 void RegistryService::touch(const std::string &digest) {
-  if (touched_.size() < 100'000) {
-    touched_.insert(digest);
-  }
+  access_log_->add(digest, static_cast<int64_t>(ev_now(loop_)));
 }
 
 void RegistryService::flush_access_times() {
-  if (touched_.empty()) {
-    return;
-  }
-  std::vector<std::string> digests(touched_.begin(), touched_.end());
-  touched_.clear();
   auto index = index_;
-  worker_.post(
-      [index, digests = std::move(digests)] {
-        auto touched = index->touch_content(digests, unix_now());
-        if (!touched) {
-          GC_LOG(Cache, warn, "recording access times failed: {}",
-                 touched.error().message);
-        }
-      },
-      nullptr);
+  auto recent = access_log_;
+  worker_.post([index, recent] { recent->flush(*index); }, nullptr);
 }
 
 void RegistryService::on_flush_timer(struct ev_loop *, ev_timer *timer, int) {

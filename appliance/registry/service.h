@@ -14,8 +14,10 @@
 // Threading: one instance per loop; storage writes go to the `DiskWorker`.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -44,6 +46,37 @@ struct ServiceLimits {
   size_t manifest_cache_bytes = 64 << 20;
   // Seconds between flushes of last-access times to the index.
   double access_flush_interval_s = 30;
+};
+
+// Digests served since their last access time was written to the index.
+// Filled on the loop, drained by disk worker jobs before they evict.
+class AccessLog {
+public:
+  // Records that `digest` was served at `unix_time` (seconds).
+  void add(const std::string &digest, int64_t unix_time);
+  // Writes the pending access times to `index`, each with the time it was
+  // recorded at. Blocking: call off the loop.
+  void flush(cache::Index &index);
+
+private:
+  // Bound on pending digests between two flushes.
+  static constexpr size_t MaxPending = 100'000;
+  std::mutex mutex_;
+  std::unordered_map<std::string, int64_t> last_access_;
+};
+
+// Digests evicted by disk worker jobs, for the loop to drop from memory.
+class EvictionLog {
+public:
+  void add(std::vector<std::string> digests);
+  // True when `take()` has something; cheap enough for every request.
+  bool pending() const { return pending_.load(std::memory_order_acquire); }
+  std::vector<std::string> take();
+
+private:
+  std::atomic<bool> pending_{false};
+  std::mutex mutex_;
+  std::vector<std::string> digests_;
 };
 
 class RegistryService final : public front::RequestHandler {
@@ -127,7 +160,8 @@ private:
   std::unordered_map<std::string, upstream::Origin> origins_;
   std::unordered_map<std::string, std::shared_ptr<BlobFetch>> fetches_;
   std::unordered_set<std::string> confirmed_;
-  std::unordered_set<std::string> touched_;
+  std::shared_ptr<AccessLog> access_log_;
+  std::shared_ptr<EvictionLog> evictions_;
   ev_timer flush_timer_;
 };
 

@@ -252,10 +252,6 @@ def test_evicted_layer_fetched_again(daemon, images, upstream):
         assert is_stored(daemon, digest), f"{digest} of {third.repository}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an evicted manifest stays in ManifestCache, so the next pull by tag "
-    "serves it from memory, and a fetch by digest skips the store because "
-    "on_manifest_fetched sees it cached: it is never written to disk again"))
 def test_evicted_manifest_stored_again(daemon, images):
     first, second, third = images
     # The first manifest gets a second of its own, so it is the oldest
@@ -277,10 +273,6 @@ def test_evicted_manifest_stored_again(daemon, images):
              message=f"{first.manifest_digest} stored again")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RegistryService::touch only queues a hit, and the queue reaches the "
-    "index every 30 s (ServiceLimits::access_flush_interval_s); eviction "
-    "reads the index alone, so content read moments ago counts as unused"))
 def test_recent_hit_protects_blobs(daemon, images):
     first, second, third = images
     pull_in_turn(daemon, [first, second])
@@ -310,10 +302,6 @@ def test_hit_written_at_exit_protects_blobs(daemon, images,
         assert is_stored(daemon, digest), f"{digest} of {first.repository}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a manifest served by tag (RegistryService::on_tag_checked) is never "
-    "passed to touch(), so a tag pulled every minute keeps the last access "
-    "of its first fetch and its manifest is evicted before unused content"))
 def test_tag_pull_protects_manifest(daemon, images, watch_gatecache):
     first, second, third = images
     pull_in_turn(daemon, [first, second])

@@ -223,10 +223,6 @@ def test_helm_chart_keeps_upstream_content_type(daemon):
     assert reply.body == HELM.body
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gatecache checks a fetched manifest against the sha256 of the whole "
-    "body, but registries name a schema 1 signed manifest by the sha256 of "
-    "its JWS payload, so the fetch fails as a digest mismatch"))
 @pytest.mark.parametrize("by", ["tag", "digest"])
 def test_schema1_with_payload_digest_passes_through(daemon, by):
     reference = SCHEMA1_PAYLOAD.tag if by == "tag" else SCHEMA1_PAYLOAD.digest
@@ -260,10 +256,6 @@ def test_unaccepted_type_fetched_gets_404(daemon, protocol):
     check_manifest_unknown(reply, fixture)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "when the digest a tag HEAD names is already stored, "
-    "RegistryService::on_tag_checked serves it without checking the "
-    "client's Accept, so an OCI-only client gets a schema 2 manifest"))
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_unaccepted_type_stored_gets_404(daemon, protocol):
     fixture = UNACCEPTED[protocol]
