@@ -138,8 +138,8 @@ int run_server(const std::string &config_path) {
     return 1;
   }
   std::shared_ptr<cache::Index> index = std::move(*opened);
-  // A crash between a commit and its index record leaves a file nobody
-  // can find; remove such files, then fit the store to its size bound.
+  // A crash between a commit and its index record leaves a file that no
+  // lookup can reach. Remove such files, then fit the store to its bound.
   if (auto swept = cache::remove_orphans(**store, *index); !swept) {
     GC_LOG(Cache, warn, "removing unindexed files failed: {}",
            swept.error().message);

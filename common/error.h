@@ -15,7 +15,7 @@ enum class ErrorCode {
   NotFound,         // The thing does not exist (here or upstream).
   Timeout,          // A connect, read or idle deadline passed.
   Unreachable,      // DNS, connect or TLS failure towards an upstream.
-  UpstreamRejected, // The upstream answered with an unexpected status.
+  UpstreamRejected, // The upstream returned an unexpected status.
   Unauthorized,     // The upstream refused our credentials or token.
   RateLimited,      // 429 from an upstream, or the budget is spent.
   Denied,           // Policy: unknown upstream, client not allowed.

@@ -32,7 +32,7 @@ public:
   enum class State { Connecting, Receiving, Verifying, Done, Failed };
 
   // Called once the response head is known (`Receiving`), or on failure
-  // before that. Waiters use it to answer with the right status.
+  // before that. Waiters use it to respond with the right status.
   using HeadCallback = std::function<void(BlobFetch &)>;
   // Called once the fetch is done or failed and the result is stored.
   using DoneCallback = std::function<void(BlobFetch &)>;

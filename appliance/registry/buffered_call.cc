@@ -15,7 +15,7 @@ void BufferedCall::start(upstream::Client &client,
                          upstream::Request request,
                          std::function<void()> on_done) {
   on_done_ = std::move(on_done);
-  // The client holds a plain pointer, so the call keeps itself alive until
+  // The client stores a plain pointer, so the call keeps itself alive until
   // it completes.
   keep_alive_ = shared_from_this();
   client.start(origin, std::move(request), this);

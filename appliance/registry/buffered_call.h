@@ -1,6 +1,6 @@
 // An upstream request whose whole response fits in memory (manifests, HEAD
-// checks, tag lists), shared by every request that asks the same thing
-// while it runs.
+// checks, tag lists), shared by every identical request made while it
+// runs.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Verified manifests kept in memory, so a manifest by digest is answered
+// Verified manifests kept in memory, so a manifest by digest is served
 // without touching the disk. Bounded by bytes, least recently used first
 // out. Loop thread only.
 #pragma once

@@ -81,8 +81,8 @@ bool acceptable(const std::vector<std::string> &accepted,
   return false;
 }
 
-// Transport failures, 5xx and 429 mean "upstream unavailable": a stored copy
-// is served stale. Other statuses are answers about the content.
+// Transport failures, 5xx, 408 and 429 mean the upstream is unavailable, so
+// a stored copy is served stale. Other statuses describe the content.
 bool upstream_unavailable(const CallResult &result) {
   if (result.error) {
     return true;
@@ -124,7 +124,7 @@ void evict_if_needed(cache::BlobStore &store, cache::Index &index,
   if (!total || *total <= max_bytes) {
     return;
   }
-  // Hits are recorded in batches; write the pending ones first so content
+  // Hits are recorded in batches. Write the pending ones first, so content
   // read a moment ago does not look unused.
   recent.flush(index);
   auto evicted = cache::evict_to(
@@ -289,8 +289,8 @@ void RegistryService::serve_manifest_by_tag(ExchangePtr exchange,
       }
     }
   }
-  // TODO: serve tags inside a freshness window without asking upstream;
-  // for now every tag request is revalidated with a HEAD.
+  // TODO: serve tags inside a freshness window without a HEAD upstream.
+  // Every tag request is revalidated for now.
   std::string key = "HEAD manifest\n" +
                     member_key(route.upstream, route.repository,
                                route.reference) +
@@ -380,7 +380,7 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
     return;
   }
   // The tag moved, or is new here. The HEAD proved that this repository
-  // holds the digest, so stored content needs no further check.
+  // contains the digest, so stored content needs no further check.
   if (auto entry = load_manifest(digest_text);
       entry && entry->media_type == *media_type) {
     remember_repository(route, digest_text, true);
@@ -536,8 +536,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
   entry->bytes = std::make_shared<const std::string>(result.body);
   entry->media_type = *media_type;
   entry->digest = digest;
-  // The index, not the memory cache, says whether the bytes are on disk:
-  // an evicted manifest can still be in memory.
+  // The index, not the memory cache, tells whether the bytes are on disk,
+  // because an evicted manifest can still be in memory.
   auto indexed = index_->get_content(digest);
   bool already_stored = indexed && *indexed;
   manifests_.put(entry);
@@ -744,7 +744,10 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
   struct stat info {};
   if (fstat(*fd, &info) != 0) {
     close(*fd);
-    respond_error(exchange, OciError{500, "UNKNOWN", "cannot read blob"});
+    GC_LOG(Cache, error, "fstat of blob {} failed: {}", digest.str(),
+           errno_message("fstat", errno));
+    respond_error(exchange, OciError::unavailable("cannot read blob " +
+                                                  digest.str()));
     return;
   }
   uint64_t size = static_cast<uint64_t>(info.st_size);
@@ -970,7 +973,8 @@ bool RegistryService::repository_confirmed(const Route &route,
 void RegistryService::remember_repository(const Route &route,
                                           const std::string &digest,
                                           bool persist) {
-  // The set only caches positive index answers; bound it crudely.
+  // The set caches positive index lookups only. Clearing it when large
+  // bounds its memory at the cost of some repeated lookups.
   if (confirmed_.size() > 1'000'000) {
     confirmed_.clear();
   }

@@ -1,4 +1,4 @@
-// The pull-through registry: answers the OCI distribution pull API from the
+// The pull-through registry: serves the OCI distribution pull API from the
 // cache and fills the cache from the upstreams.
 //
 // Request path:
@@ -40,7 +40,7 @@ namespace gatecache::registry {
 
 struct ServiceLimits {
   // Largest manifest accepted from an upstream. The OCI distribution
-  // specification asks registries to accept at least 4 MiB.
+  // specification says registries should accept at least 4 MiB.
   size_t max_manifest_bytes = 8 << 20;
   // Memory for verified manifests served without disk reads.
   size_t manifest_cache_bytes = 64 << 20;
