@@ -17,8 +17,10 @@ readonly NGINX_PORT=15444
 readonly REGISTRY_PORT=15445
 readonly REPOSITORY=bench/large
 readonly OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
-# An h2load run that takes longer than this is stuck, not slow.
-readonly H2LOAD_TIMEOUT_S=900
+# A request or h2load run that takes longer than this is stuck, not slow:
+# docker-registry needs about 500 s for 200,000 manifest requests on a
+# loaded 2-CPU machine.
+readonly TIMEOUT_S=3600
 
 runs=5
 work_dir=/tmp/bench
@@ -250,8 +252,8 @@ make_blob() {
 push_blob() {
   local file=$1 digest=$2 base="https://127.0.0.1:$UPSTREAM_PORT"
   local location separator
-  location=$(curl -sS --fail --cacert "$work_dir/ca.crt" -X POST -D - \
-    -o /dev/null "$base/v2/$REPOSITORY/blobs/uploads/" |
+  location=$(curl -sS --fail --max-time 60 --cacert "$work_dir/ca.crt" \
+    -X POST -D - -o /dev/null "$base/v2/$REPOSITORY/blobs/uploads/" |
     tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
   [[ -n $location ]] || die "upstream returned no upload location"
   if [[ $location == /* ]]; then
@@ -261,8 +263,8 @@ push_blob() {
   if [[ $location == *\?* ]]; then
     separator='&'
   fi
-  curl -sS --fail --cacert "$work_dir/ca.crt" -o /dev/null \
-    -H "Content-Type: application/octet-stream" -T "$file" \
+  curl -sS --fail --max-time "$TIMEOUT_S" --cacert "$work_dir/ca.crt" \
+    -o /dev/null -H "Content-Type: application/octet-stream" -T "$file" \
     "$location${separator}digest=$digest" ||
     die "upload of blob $digest to the upstream failed"
 }
@@ -291,8 +293,9 @@ populate_upstream() {
   manifest_digest=$(sha256sum "$data_dir/manifest.json" | cut -d' ' -f1)
   manifest_digest=sha256:$manifest_digest
   manifest_size=$(stat -c %s "$data_dir/manifest.json")
-  curl -sS --fail --cacert "$work_dir/ca.crt" -o /dev/null -X PUT \
-    -H "Content-Type: $OCI_MANIFEST" --data-binary "@$data_dir/manifest.json" \
+  curl -sS --fail --max-time 60 --cacert "$work_dir/ca.crt" -o /dev/null \
+    -X PUT -H "Content-Type: $OCI_MANIFEST" \
+    --data-binary "@$data_dir/manifest.json" \
     "$base/v2/$REPOSITORY/manifests/latest" ||
     die "upload of the manifest to the upstream failed"
 }
@@ -377,8 +380,8 @@ check_cached() {
     nginx)
       local url
       for url in "blobs/$blob_digest" "manifests/$manifest_digest"; do
-        headers=$(curl -sS --fail --cacert "$server_ca" -D - -o /dev/null \
-          -H "Accept: $OCI_MANIFEST" \
+        headers=$(curl -sS --fail --max-time "$TIMEOUT_S" \
+          --cacert "$server_ca" -D - -o /dev/null -H "Accept: $OCI_MANIFEST" \
           "https://127.0.0.1:$server_port/v2/$REPOSITORY/$url" | tr -d '\r')
         grep -qi '^x-cache-status: HIT' <<<"$headers" ||
           die "nginx did not serve $url from its cache after warming"
@@ -418,13 +421,14 @@ warm_cache() {
   local server=$1 base="https://127.0.0.1:$server_port/v2/$REPOSITORY"
   local digest
   log "$server: warming the cache"
-  digest=$(curl -sS --fail --cacert "$server_ca" "$base/blobs/$blob_digest" |
-    sha256sum | cut -d' ' -f1) || die "$server: fetching the blob failed"
+  digest=$(curl -sS --fail --max-time "$TIMEOUT_S" --cacert "$server_ca" \
+    "$base/blobs/$blob_digest" | sha256sum | cut -d' ' -f1) ||
+    die "$server: fetching the blob failed"
   [[ sha256:$digest == "$blob_digest" ]] ||
     die "$server returned a blob with digest sha256:$digest," \
       "expected $blob_digest"
-  curl -sS --fail --cacert "$server_ca" -H "Accept: $OCI_MANIFEST" \
-    -o "$results_dir/$server-manifest.json" \
+  curl -sS --fail --max-time "$TIMEOUT_S" --cacert "$server_ca" \
+    -H "Accept: $OCI_MANIFEST" -o "$results_dir/$server-manifest.json" \
     "$base/manifests/$manifest_digest" ||
     die "$server: fetching the manifest failed"
   cmp -s "$results_dir/$server-manifest.json" "$work_dir/data/manifest.json" ||
@@ -446,7 +450,7 @@ measure() {
     upstream_before=$("$PYTHON" "$HELPER" cpu "$upstream_pid")
     # h2load runs in the background so that a signal reaches this shell's
     # trap at once, and the trap stops h2load through `started_pids`.
-    timeout "$H2LOAD_TIMEOUT_S" h2load "$@" "$url" >"$output" 2>&1 &
+    timeout "$TIMEOUT_S" h2load "$@" "$url" >"$output" 2>&1 &
     started_pids+=("$!")
     wait "$!" || true
     started_pids=("${started_pids[@]:0:${#started_pids[@]}-1}")
