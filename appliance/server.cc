@@ -37,7 +37,15 @@ struct Daemon {
   ev_signal sigterm;
   ev_signal sigint;
   ev_signal sighup;
+  ev_prepare log_flush;
 };
+
+// Flushes the access log each time the loop is about to wait for events:
+// one write for every batch of requests handled in a loop iteration, and
+// no line waits longer than the loop stays busy.
+void on_loop_idle(struct ev_loop *, ev_prepare *, int) {
+  log::flush_access_log();
+}
 
 void on_stop_signal(struct ev_loop *loop, ev_signal *watcher, int) {
   auto *daemon = static_cast<Daemon *>(watcher->data);
@@ -180,7 +188,6 @@ int run_server(const std::string &config_path) {
                listener.error().message);
         return 1;
       }
-      GC_LOG(Front, info, "listening on {}", address.str());
       daemon.listeners.push_back(std::move(*listener));
     }
 
@@ -193,11 +200,18 @@ int run_server(const std::string &config_path) {
       ev_signal_start(daemon.loop, watcher);
     }
 
+    ev_prepare_init(&daemon.log_flush, on_loop_idle);
+    ev_prepare_start(daemon.loop, &daemon.log_flush);
+    ev_unref(daemon.loop);
+
     sd_notify(0, "READY=1");
     GC_LOG(Main, info, "gatecache {} ready, state in {}", GATECACHE_VERSION,
            state.string());
     ev_run(daemon.loop, 0);
 
+    ev_ref(daemon.loop);
+    ev_prepare_stop(daemon.loop, &daemon.log_flush);
+    log::flush_access_log();
     daemon.listeners.clear();
     for (ev_signal *watcher : {&daemon.sigterm, &daemon.sigint,
                                &daemon.sighup}) {

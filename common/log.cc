@@ -81,12 +81,18 @@ bool init(const std::string &level, const std::string &access_log,
   std::call_once(default_once, [] {});
   make_loggers(access_sink);
   for (size_t i = 0; i < loggers.size(); ++i) {
-    if (i != static_cast<size_t>(Component::Access)) {
+    if (i == static_cast<size_t>(Component::Access)) {
+      // One write per request costs more than serving a cached manifest,
+      // so the access log is flushed by `flush_access_log()` instead.
+      loggers[i]->flush_on(spdlog::level::off);
+    } else {
       loggers[i]->set_level(parsed);
+      loggers[i]->flush_on(spdlog::level::info);
     }
-    loggers[i]->flush_on(spdlog::level::info);
   }
   return true;
 }
+
+void flush_access_log() { get(Component::Access).flush(); }
 
 } // namespace gatecache::log

@@ -23,6 +23,10 @@ spdlog::logger &get(Component component);
 bool init(const std::string &level, const std::string &access_log,
           std::string &error);
 
+// Writes buffered access log lines. The daemon calls it whenever its loop
+// goes idle and at exit, because access lines are not flushed one by one.
+void flush_access_log();
+
 // Level names for `GC_LOG`, kept apart from spdlog's own names so the
 // macro argument never collides with a namespace.
 namespace severity_level {
