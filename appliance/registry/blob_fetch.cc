@@ -109,6 +109,13 @@ void BlobFetch::on_head(const upstream::ResponseHead &head) {
     return;
   }
   size_ = parse_content_length(head.header("content-length"));
+  if (size_ >= 0 && static_cast<uint64_t>(size_) > max_size_) {
+    fail(Error{ErrorCode::StorageFull,
+               "blob " + digest_.str() + " has " + std::to_string(size_) +
+                   " bytes, more than storage.max_size (" +
+                   std::to_string(max_size_) + ")"});
+    return;
+  }
   media_type_ = head.header("content-type").value_or("application/octet-stream");
   std::optional<uint64_t> expected;
   if (size_ >= 0) {
@@ -126,6 +133,12 @@ void BlobFetch::on_head(const upstream::ResponseHead &head) {
 
 bool BlobFetch::on_data(const uint8_t *data, size_t size) {
   if (state_ != State::Receiving) {
+    return false;
+  }
+  if (writer_->size() + size > max_size_) {
+    fail(Error{ErrorCode::StorageFull,
+               "blob " + digest_.str() + " grew past storage.max_size (" +
+                   std::to_string(max_size_) + " bytes)"});
     return false;
   }
   auto appended = writer_->append(data, size);

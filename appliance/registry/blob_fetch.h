@@ -41,6 +41,10 @@ public:
             std::string repository, std::shared_ptr<cache::BlobStore> store);
   ~BlobFetch() override;
 
+  // Rejects blobs larger than `max_bytes` (storage.max_size): the store
+  // could never keep them, and an upstream must not fill the disk.
+  void set_max_size(uint64_t max_bytes) { max_size_ = max_bytes; }
+
   uint64_t id() const { return id_; }
 
   const cache::Digest &digest() const { return digest_; }
@@ -108,6 +112,7 @@ private:
   std::unique_ptr<cache::BlobStore::Writer> writer_;
   State state_ = State::Connecting;
   int64_t size_ = -1;
+  uint64_t max_size_ = UINT64_MAX;
   std::string media_type_;
   int upstream_status_ = 0;
   std::optional<std::string> retry_after_;

@@ -691,7 +691,20 @@ void RegistryService::serve_blob(ExchangePtr exchange, const Route &route) {
     return;
   }
   auto record = index_->get_content(route.reference);
-  if (record && *record && store_->size_of(*digest)) {
+  auto stored_size = store_->size_of(*digest);
+  if (record && *record && stored_size && *stored_size != (*record)->size) {
+    // A file whose size differs from the verified size was damaged on
+    // disk. Drop it and fetch it again rather than serve wrong bytes.
+    // NOTE: blocking unlink and index write on the loop; this path only
+    // runs after outside damage to the store.
+    GC_LOG(Cache, error,
+           "stored blob {} has {} bytes but {} were verified; dropping it",
+           route.reference, *stored_size, (*record)->size);
+    (void)index_->remove_content(route.reference);
+    (void)store_->remove(*digest);
+    record = Result<std::optional<cache::ContentRecord>>(std::nullopt);
+  }
+  if (record && *record && stored_size) {
     cache::ContentRecord content = **record;
     if (repository_confirmed(route, route.reference)) {
       send_stored_blob(exchange, *digest, content, CacheResult::Hit);
@@ -810,6 +823,7 @@ void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
   auto fetch = std::make_shared<BlobFetch>(next_fetch_id(), digest,
                                            route.upstream, route.repository,
                                            store_);
+  fetch->set_max_size(config_->storage.max_size_bytes);
   fetches_.emplace(route.reference, fetch);
   std::string key = route.reference;
   fetch->on_finished([this, key](BlobFetch &) { fetches_.erase(key); });
@@ -1088,6 +1102,10 @@ void RegistryService::respond_upstream_failure(const ExchangePtr &exchange,
                                                const CallResult &result,
                                                const std::string &what) {
   std::string subject = route.upstream + "/" + route.repository;
+  if (result.error && result.error->code == ErrorCode::StorageFull) {
+    respond_error(exchange, OciError::unavailable(result.error->message));
+    return;
+  }
   if (result.error) {
     GC_LOG(Registry, warn, "upstream={} repo={} failed for {} f={}: {}",
            route.upstream, route.repository, what, exchange->fetch_id,

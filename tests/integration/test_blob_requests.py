@@ -122,3 +122,18 @@ def test_access_log_records_protocol(gatecache, blob):
     assert [(e.protocol, e.method) for e in entries] == [
         ("http/1.1", "HEAD"), ("h2", "HEAD")]
     assert [e.cache for e in entries] == ["hit", "hit"]
+
+
+def test_truncated_store_file_is_fetched_again(gatecache, blob):
+    """A stored file cut short on disk is dropped and fetched again."""
+    path, data, digest = blob
+    files = gatecache.blob_files(digest)
+    assert len(files) == 1
+    with open(files[0], "r+b") as stored:
+        stored.truncate(len(data) // 2)
+
+    reply = request("http/1.1", gatecache.host, path, gatecache.ca_cert)
+
+    assert reply.status == 200
+    assert reply.body == data
+    assert reply.header("docker-content-digest") == digest
