@@ -148,6 +148,66 @@ void evict_if_needed(cache::BlobStore &store, cache::Index &index,
          evicted->size(), bytes, max_bytes);
 }
 
+// Sends an OCI error document with `error`'s status, plus `extra` headers.
+void respond_oci_error(const std::shared_ptr<front::Exchange> &exchange,
+                       const OciError &error, HeaderList extra) {
+  Response response;
+  response.status = error.status;
+  response.headers = {{"content-type", "application/json"},
+                      {"docker-distribution-api-version", "registry/2.0"}};
+  if (error.status == 405) {
+    // RFC 9110 section 15.5.6: a 405 lists the methods the target allows.
+    response.headers.emplace_back("allow", "GET, HEAD");
+  }
+  for (auto &header : extra) {
+    response.headers.push_back(std::move(header));
+  }
+  std::string body = oci_error_body(error);
+  response.head_length = static_cast<int64_t>(body.size());
+  if (exchange->request().method != Method::Head) {
+    response.body = std::make_unique<front::MemoryBody>(std::move(body));
+  }
+  exchange->respond(std::move(response));
+}
+
+// Applies the request's Range header to a response for `size` bytes: sets
+// the status, the range headers, and the `first` byte and `length` to send.
+// Returns false after answering 416 for an unsatisfiable, invalid or
+// multiple range.
+bool apply_range(const std::shared_ptr<front::Exchange> &exchange,
+                 uint64_t size, Response &response, uint64_t &first,
+                 uint64_t &length) {
+  response.headers.emplace_back("accept-ranges", "bytes");
+  const std::string &header = exchange->request().range;
+  auto range = parse_range(header, size);
+  switch (range.kind) {
+  case RangeKind::None:
+    response.status = 200;
+    first = 0;
+    length = size;
+    return true;
+  case RangeKind::Satisfiable:
+    response.status = 206;
+    first = range.first;
+    length = range.last - range.first + 1;
+    response.headers.emplace_back(
+        "content-range", content_range(range.first, range.last, size));
+    return true;
+  case RangeKind::Unsatisfiable:
+  case RangeKind::Invalid:
+  case RangeKind::Multiple:
+    break;
+  }
+  std::string reason = range.kind == RangeKind::Unsatisfiable
+                           ? "is outside the blob"
+                           : "is invalid or names several ranges";
+  respond_oci_error(exchange,
+                    OciError::range_invalid("range '" + header + "' " +
+                                            reason),
+                    {{"content-range", unsatisfied_content_range(size)}});
+  return false;
+}
+
 // Largest tag list relayed from an upstream.
 constexpr size_t MaxTagListBytes = 4 << 20;
 
@@ -538,8 +598,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
   entry->digest = digest;
   // The index, not the memory cache, tells whether the bytes are on disk,
   // because an evicted manifest can still be in memory.
-  auto indexed = index_->get_content(digest);
-  bool already_stored = indexed && *indexed;
+  auto stored_record = index_->get_content(digest);
+  bool already_stored = stored_record && *stored_record;
   manifests_.put(entry);
   remember_repository(route, digest, false);
   if (!persist) {
@@ -767,38 +827,10 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
   touch(digest.str());
   Response response;
   response.headers = content_headers(record.media_type, digest.str());
-  response.headers.emplace_back("accept-ranges", "bytes");
-  auto range = parse_range(exchange->request().range, size);
   uint64_t first = 0;
   uint64_t length = size;
-  switch (range.kind) {
-  case RangeKind::None:
-    response.status = 200;
-    break;
-  case RangeKind::Satisfiable:
-    response.status = 206;
-    first = range.first;
-    length = range.last - range.first + 1;
-    response.headers.emplace_back("content-range",
-                                  content_range(range.first, range.last,
-                                                size));
-    break;
-  case RangeKind::Unsatisfiable:
+  if (!apply_range(exchange, size, response, first, length)) {
     close(*fd);
-    respond_error(exchange,
-                  OciError{416, "RANGE_INVALID",
-                           "range " + exchange->request().range +
-                               " is outside the blob"},
-                  {{"content-range", unsatisfied_content_range(size)}});
-    return;
-  case RangeKind::Invalid:
-  case RangeKind::Multiple:
-    close(*fd);
-    respond_error(exchange,
-                  OciError{416, "RANGE_INVALID",
-                           "invalid or multiple range '" +
-                               exchange->request().range + "'"},
-                  {{"content-range", unsatisfied_content_range(size)}});
     return;
   }
   response.head_length = static_cast<int64_t>(length);
@@ -889,33 +921,12 @@ void RegistryService::join_fetch(ExchangePtr exchange,
     uint64_t first = 0;
     int64_t length = size;
     if (size >= 0) {
-      response.headers.emplace_back("accept-ranges", "bytes");
-      auto range = parse_range(exchange->request().range,
-                               static_cast<uint64_t>(size));
-      switch (range.kind) {
-      case RangeKind::None:
-        response.status = 200;
-        break;
-      case RangeKind::Satisfiable:
-        response.status = 206;
-        first = range.first;
-        length = static_cast<int64_t>(range.last - range.first + 1);
-        response.headers.emplace_back(
-            "content-range",
-            content_range(range.first, range.last,
-                          static_cast<uint64_t>(size)));
-        break;
-      case RangeKind::Unsatisfiable:
-      case RangeKind::Invalid:
-      case RangeKind::Multiple:
-        respond_error(exchange,
-                      OciError{416, "RANGE_INVALID",
-                               "range '" + exchange->request().range +
-                                   "' is invalid or outside the blob"},
-                      {{"content-range",
-                        "bytes */" + std::to_string(size)}});
+      uint64_t range_length = 0;
+      if (!apply_range(exchange, static_cast<uint64_t>(size), response, first,
+                       range_length)) {
         return;
       }
+      length = static_cast<int64_t>(range_length);
     } else {
       // Size unknown until the download ends: a Range is ignored, which
       // RFC 9110 section 14.2 allows, and the whole blob is sent.
@@ -1078,23 +1089,7 @@ void RegistryService::serve_tags_list(ExchangePtr exchange,
 
 void RegistryService::respond_error(const ExchangePtr &exchange,
                                     const OciError &error, HeaderList extra) {
-  Response response;
-  response.status = error.status;
-  response.headers = {{"content-type", "application/json"},
-                      {"docker-distribution-api-version", "registry/2.0"}};
-  if (error.status == 405) {
-    // RFC 9110 section 15.5.6: a 405 lists the methods the target allows.
-    response.headers.emplace_back("allow", "GET, HEAD");
-  }
-  for (auto &header : extra) {
-    response.headers.push_back(std::move(header));
-  }
-  std::string body = oci_error_body(error);
-  response.head_length = static_cast<int64_t>(body.size());
-  if (exchange->request().method != Method::Head) {
-    response.body = std::make_unique<front::MemoryBody>(std::move(body));
-  }
-  exchange->respond(std::move(response));
+  respond_oci_error(exchange, error, std::move(extra));
 }
 
 void RegistryService::respond_upstream_failure(const ExchangePtr &exchange,
