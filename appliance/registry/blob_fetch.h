@@ -126,6 +126,10 @@ private:
   uint64_t request_id_ = 0;
 };
 
+// NOTE: a reader was seen to fall far behind a fast loopback download
+// while the machine was loaded; how the loop shares time between the
+// download and its readers is not yet measured.
+//
 // A response body read from a `BlobFetch` as the download grows. Serves
 // bytes [first, first + length) of the blob; `length` -1 means "to the end,
 // size not known yet" (then the session uses chunked encoding on HTTP/1.1).
