@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <span>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -176,6 +177,16 @@ std::string check_readable_file(const std::string &path) {
   }
   ::close(fd);
   return reason;
+}
+
+// Returns true when the file at `path` has a PEM certificate block, the
+// form OpenSSL loads CA files in. Reads at most the first 1 MiB.
+bool contains_pem_certificate(const std::string &path) {
+  std::ifstream file(path, std::ios::binary);
+  std::string text(1 << 20, '\0');
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(file.gcount()));
+  return text.find("-----BEGIN CERTIFICATE-----") != std::string::npos;
 }
 
 class Loader {
@@ -709,6 +720,11 @@ void Loader::read_upstream_ca_file(const Entry &entry) {
   if (!reason.empty()) {
     invalid_value(entry, "cannot read CA file: " + reason,
                   "a readable PEM file");
+    return;
+  }
+  if (!contains_pem_certificate(path)) {
+    invalid_value(entry, "no PEM certificate in the CA file",
+                  "a file with at least one -----BEGIN CERTIFICATE----- block");
     return;
   }
   current_upstream_->ca_file = std::move(path);

@@ -66,7 +66,9 @@ Loaded load_text(const TempDir &dir, const std::string &text) {
 
 TEST_CASE("config loader reads every key", "[config]") {
   TempDir dir;
-  std::string ca_file = dir.write("ca.pem", "not parsed here\n");
+  std::string ca_file = dir.write(
+      "ca.pem", "-----BEGIN CERTIFICATE-----\nnot parsed here\n"
+                "-----END CERTIFICATE-----\n");
   auto loaded = load_text(dir, R"(
 listen:
   - "0.0.0.0:443"
@@ -395,6 +397,17 @@ TEST_CASE("config loader reports errors with position", "[config]") {
     CHECK(loaded.result.error().code == ErrorCode::Invalid);
     CHECK(loaded.result.error().message == loaded.path + ":" + c.message);
   }
+}
+
+TEST_CASE("config loader rejects ca_file without PEM", "[config]") {
+  TempDir dir;
+  std::string not_pem = dir.write("ca.cnf", "[req]\nprompt = no\n");
+  auto loaded =
+      load_text(dir, "upstreams:\n  ghcr.io:\n    ca_file: " + not_pem + "\n");
+  REQUIRE_FALSE(loaded.result.has_value());
+  CHECK(loaded.result.error().code == gatecache::ErrorCode::Invalid);
+  CHECK_THAT(loaded.result.error().message,
+             Catch::Matchers::Contains("no PEM certificate in the CA file"));
 }
 
 TEST_CASE("config loader rejects missing ca_file", "[config]") {
