@@ -1,8 +1,8 @@
 // One request and its response, the contract between the HTTP sessions
-// (HTTP/1.1 and HTTP/2) and the code that answers requests.
+// (HTTP/1.1 and HTTP/2) and the code that handles requests.
 //
 // A session parses a request into an `Exchange` and hands it to a
-// `RequestHandler`. The handler answers, now or later, by calling
+// `RequestHandler`. The handler responds, now or later, by calling
 // `respond()` once. The response body is a `BodySource` that the session
 // pulls from when the connection can take more bytes, so the handler never
 // buffers a blob and a slow client never slows anyone else.
@@ -136,7 +136,7 @@ public:
   virtual bool closed() const = 0;
 
   // Called by the session when the client goes away before the response
-  // ends. The handler may use it to stop work nobody waits for.
+  // ends. The handler may use it to stop work that no client waits for.
   void set_on_cancel(std::function<void()> on_cancel) {
     on_cancel_ = std::move(on_cancel);
   }
@@ -161,7 +161,7 @@ private:
   std::function<void()> on_cancel_;
 };
 
-// Answers requests. One instance per loop.
+// Handler of requests. One instance per loop.
 class RequestHandler {
 public:
   virtual ~RequestHandler() = default;

@@ -104,7 +104,7 @@ void BlobFetch::on_head(const upstream::ResponseHead &head) {
     } else if (head.status == 401 || head.status == 403) {
       code = ErrorCode::Unauthorized;
     }
-    fail(Error{code, "upstream answered " + std::to_string(head.status) +
+    fail(Error{code, "upstream returned " + std::to_string(head.status) +
                          " for blob " + digest_.str()});
     return;
   }
@@ -249,6 +249,7 @@ front::BodyChunk FetchBody::next(size_t max) {
     return {front::BodyChunk::State::Data, buffer_.data() + buffer_offset_,
             n};
   }
+
   uint64_t end = end_;
   if (end == UINT64_MAX && state == State::Done) {
     end = static_cast<uint64_t>(fetch_->size());
@@ -256,6 +257,7 @@ front::BodyChunk FetchBody::next(size_t max) {
   if (state == State::Done && position_ >= end) {
     return {front::BodyChunk::State::End};
   }
+
   // Until the digest is verified, hold back the last byte of the response
   // so no client can take an unverified body as complete.
   uint64_t limit = fetch_->available();
@@ -270,6 +272,7 @@ front::BodyChunk FetchBody::next(size_t max) {
   if (position_ >= limit) {
     return {front::BodyChunk::State::Wait};
   }
+
   if (buffer_.empty()) {
     buffer_.resize(ReadBufferBytes);
   }
@@ -286,6 +289,7 @@ front::BodyChunk FetchBody::next(size_t max) {
            got < 0 ? errno_message("pread", errno) : "unexpected end");
     return {front::BodyChunk::State::Error};
   }
+
   buffer_offset_ = 0;
   buffer_size_ = static_cast<size_t>(got);
   size_t n = std::min(max, buffer_size_);

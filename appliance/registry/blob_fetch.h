@@ -127,7 +127,7 @@ private:
 };
 
 // NOTE: a reader was seen to fall far behind a fast loopback download
-// while the machine was loaded; how the loop shares time between the
+// while the machine was loaded. How the loop shares time between the
 // download and its readers is not yet measured.
 //
 // A response body read from a `BlobFetch` as the download grows. Serves

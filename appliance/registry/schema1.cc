@@ -48,11 +48,13 @@ std::optional<std::string> schema1_payload(std::string_view body) {
   if (document.is_discarded() || !document.is_object()) {
     return std::nullopt;
   }
+
   auto signatures = document.find("signatures");
   if (signatures == document.end() || !signatures->is_array() ||
       signatures->empty()) {
     return std::nullopt;
   }
+
   const auto &first = (*signatures)[0];
   if (!first.is_object() || !first.contains("protected") ||
       !first["protected"].is_string()) {
@@ -63,6 +65,7 @@ std::optional<std::string> schema1_payload(std::string_view body) {
   if (!header_text) {
     return std::nullopt;
   }
+
   auto header = nlohmann::json::parse(*header_text, nullptr, false);
   if (header.is_discarded() || !header.is_object() ||
       !header.contains("formatLength") ||
@@ -70,11 +73,13 @@ std::optional<std::string> schema1_payload(std::string_view body) {
       !header.contains("formatTail") || !header["formatTail"].is_string()) {
     return std::nullopt;
   }
+
   auto length = header["formatLength"].get<uint64_t>();
   auto tail = decode_base64url(header["formatTail"].get<std::string>());
   if (!tail || length > body.size()) {
     return std::nullopt;
   }
+
   std::string payload(body.substr(0, length));
   payload += *tail;
   return payload;

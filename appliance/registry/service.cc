@@ -170,9 +170,9 @@ void respond_oci_error(const std::shared_ptr<front::Exchange> &exchange,
   exchange->respond(std::move(response));
 }
 
-// Applies the request's Range header to a response for `size` bytes: sets
+// Applies the request's Range header to a response for `size` bytes. Sets
 // the status, the range headers, and the `first` byte and `length` to send.
-// Returns false after answering 416 for an unsatisfiable, invalid or
+// Returns false after responding 416 to an unsatisfiable, invalid or
 // multiple range.
 bool apply_range(const std::shared_ptr<front::Exchange> &exchange,
                  uint64_t size, Response &response, uint64_t &first,
@@ -206,6 +206,22 @@ bool apply_range(const std::shared_ptr<front::Exchange> &exchange,
                                             reason),
                     {{"content-range", unsatisfied_content_range(size)}});
   return false;
+}
+
+// Builds a pull request for `/v2/<repository>/<path>` with the token
+// scope of that repository and, when given, the client's Accept header.
+upstream::Request registry_request(const char *method,
+                                   const std::string &repository,
+                                   const std::string &path,
+                                   const std::string &accept = "") {
+  upstream::Request request;
+  request.method = method;
+  request.path = "/v2/" + repository + "/" + path;
+  request.scope = "repository:" + repository + ":pull";
+  if (!accept.empty()) {
+    request.headers.emplace_back("accept", accept);
+  }
+  return request;
 }
 
 // Largest tag list relayed from an upstream.
@@ -360,15 +376,8 @@ void RegistryService::serve_manifest_by_tag(ExchangePtr exchange,
   exchange->fetch_id = calls_.run(
       key, origin_for(route.upstream),
       [&] {
-        upstream::Request request;
-        request.method = "HEAD";
-        request.path = "/v2/" + route.repository + "/manifests/" +
-                       route.reference;
-        request.scope = "repository:" + route.repository + ":pull";
-        if (!accept.empty()) {
-          request.headers.emplace_back("accept", accept);
-        }
-        return request;
+        return registry_request("HEAD", route.repository,
+                                "manifests/" + route.reference, accept);
       },
       0,
       [this, exchange, copy, stored](const CallResult &result) {
@@ -506,16 +515,10 @@ void RegistryService::fetch_manifest(ExchangePtr exchange, const Route &route,
   exchange->fetch_id = calls_.run(
       key, origin_for(route.upstream),
       [&] {
-        upstream::Request request;
-        request.method = "GET";
-        request.path = "/v2/" + route.repository + "/manifests/" + reference;
-        request.scope = "repository:" + route.repository + ":pull";
-        if (!accept.empty()) {
-          request.headers.emplace_back("accept", accept);
-        }
         GC_LOG(Registry, info, "fetching manifest upstream={} repo={} ref={}",
                route.upstream, route.repository, reference);
-        return request;
+        return registry_request("GET", route.repository,
+                                "manifests/" + reference, accept);
       },
       limits_.max_manifest_bytes,
       [this, exchange, copy, reference, record_tag,
@@ -596,8 +599,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
   entry->bytes = std::make_shared<const std::string>(result.body);
   entry->media_type = *media_type;
   entry->digest = digest;
-  // The index, not the memory cache, tells whether the bytes are on disk,
-  // because an evicted manifest can still be in memory.
+  // The index, not the memory cache, records whether the bytes are on
+  // disk, because an evicted manifest can still be in memory.
   auto stored_record = index_->get_content(digest);
   bool already_stored = stored_record && *stored_record;
   manifests_.put(entry);
@@ -949,11 +952,8 @@ void RegistryService::head_blob_upstream(ExchangePtr exchange,
   exchange->fetch_id = calls_.run(
       key, origin_for(route.upstream),
       [&] {
-        upstream::Request request;
-        request.method = "HEAD";
-        request.path = "/v2/" + route.repository + "/blobs/" + route.reference;
-        request.scope = "repository:" + route.repository + ":pull";
-        return request;
+        return registry_request("HEAD", route.repository,
+                                "blobs/" + route.reference);
       },
       0,
       [this, exchange, copy](const CallResult &result) {
@@ -1026,13 +1026,8 @@ void RegistryService::confirm_upstream(
   exchange->fetch_id = calls_.run(
       key, origin_for(route.upstream),
       [&] {
-        upstream::Request request;
-        request.method = "HEAD";
-        request.path = "/v2/" + route.repository + "/" + what + "/" +
-                       route.reference;
-        request.scope = "repository:" + route.repository + ":pull";
-        request.headers.emplace_back("accept", "*/*");
-        return request;
+        return registry_request("HEAD", route.repository,
+                                what + "/" + route.reference, "*/*");
       },
       0,
       [this, exchange, copy, what,
@@ -1059,11 +1054,7 @@ void RegistryService::serve_tags_list(ExchangePtr exchange,
   exchange->fetch_id = calls_.run(
       key, origin_for(route.upstream),
       [&] {
-        upstream::Request request;
-        request.method = "GET";
-        request.path = "/v2/" + route.repository + "/tags/list";
-        request.scope = "repository:" + route.repository + ":pull";
-        return request;
+        return registry_request("GET", route.repository, "tags/list");
       },
       MaxTagListBytes,
       [this, exchange, copy](const CallResult &result) {

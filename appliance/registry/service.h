@@ -2,9 +2,9 @@
 // cache and fills the cache from the upstreams.
 //
 // Request path:
-//  - A manifest by tag is revalidated with a HEAD (free on Docker Hub); a
-//    changed or unknown digest is fetched by digest, so a tag moving while
-//    the request runs never stores mismatched bytes. Upstream unreachable,
+//  - A manifest by tag is revalidated with a HEAD, which is free on Docker
+//    Hub. A changed or unknown digest is fetched by digest, so a tag moving
+//    while the request runs never stores mismatched bytes. Upstream unreachable,
 //    5xx or 429: the stored tag is served stale and logged.
 //  - Manifests and blobs by digest are served from the store once the
 //    repository is known to hold them; content seen only in another
@@ -40,7 +40,7 @@ namespace gatecache::registry {
 
 struct ServiceLimits {
   // Largest manifest accepted from an upstream. The OCI distribution
-  // specification says registries should accept at least 4 MiB.
+  // specification recommends that registries accept at least 4 MiB.
   size_t max_manifest_bytes = 8 << 20;
   // Memory for verified manifests served without disk reads.
   size_t manifest_cache_bytes = 64 << 20;

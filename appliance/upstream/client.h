@@ -7,7 +7,7 @@
 // origin's `ca_file`, and the host name is checked.
 //
 // Registry protocol handled inside the client, so callers see only the
-// final answer:
+// final response:
 //  - 401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...`:
 //    an anonymous token is fetched from the realm (GET with `service` and
 //    `scope` query parameters), cached per (realm, service, scope) until its
@@ -51,7 +51,7 @@ struct ClientConfig {
   std::string user_agent = "gatecache";
 };
 
-// Where requests go: the registry's base URL and how to trust it.
+// Destination of requests: the registry's base URL and its trust anchor.
 struct Origin {
   std::string base_url; // "https://registry-1.docker.io", no trailing slash.
   std::string ca_file;  // Extra PEM CA bundle; empty for the system store.
