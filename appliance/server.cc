@@ -69,8 +69,9 @@ void on_stop_signal(struct ev_loop *loop, ev_signal *watcher, int) {
 
 void on_reload_signal(struct ev_loop *, ev_signal *, int) {
   // TODO: reload upstreams, clusters and TLS names on SIGHUP.
-  GC_LOG(Main, warn, "SIGHUP received; configuration reload is not "
-                     "supported yet, restart to apply changes");
+  GC_LOG(Main, warn,
+         "SIGHUP received; configuration reload is not "
+         "supported yet, restart to apply changes");
 }
 
 Result<void> make_directory(const std::filesystem::path &path) {
@@ -138,8 +139,8 @@ int run_server(const std::string &config_path) {
            store.error().message);
     return 1;
   }
-  auto opened = cache::Index::open(state / "index",
-                                   config->storage.index_map_size_bytes);
+  auto opened =
+      cache::Index::open(state / "index", config->storage.index_map_size_bytes);
   if (!opened) {
     GC_LOG(Cache, critical, "opening the index failed: {}",
            opened.error().message);
@@ -152,15 +153,14 @@ int run_server(const std::string &config_path) {
     GC_LOG(Cache, warn, "removing unindexed files failed: {}",
            swept.error().message);
   } else if (swept->files > 0) {
-    GC_LOG(Cache, info, "removed {} unindexed files ({} bytes)",
-           swept->files, swept->bytes);
+    GC_LOG(Cache, info, "removed {} unindexed files ({} bytes)", swept->files,
+           swept->bytes);
   }
-  auto evicted = cache::evict_to(**store, *index,
-                                 config->storage.max_size_bytes,
-                                 [](const std::string &) { return false; });
+  auto evicted =
+      cache::evict_to(**store, *index, config->storage.max_size_bytes,
+                      [](const std::string &) { return false; });
   if (!evicted) {
-    GC_LOG(Cache, warn, "evicting content failed: {}",
-           evicted.error().message);
+    GC_LOG(Cache, warn, "evicting content failed: {}", evicted.error().message);
   }
 
   Daemon daemon;
@@ -168,7 +168,8 @@ int run_server(const std::string &config_path) {
   {
     registry::DiskWorker worker(daemon.loop, DiskWorkerThreads);
     upstream::ClientConfig client_config;
-    client_config.connect_timeout_s = config->upstream_timeouts.connect_timeout_s;
+    client_config.connect_timeout_s =
+        config->upstream_timeouts.connect_timeout_s;
     client_config.response_timeout_s =
         config->upstream_timeouts.response_timeout_s;
     client_config.idle_timeout_s = config->upstream_timeouts.idle_timeout_s;
@@ -181,8 +182,7 @@ int run_server(const std::string &config_path) {
     for (const auto &address : config->listen) {
       auto listener = front::Listener::open(
           daemon.loop, address.host, address.port,
-          [ssl_context] { return ssl_context.get(); }, &service,
-          front_config);
+          [ssl_context] { return ssl_context.get(); }, &service, front_config);
       if (!listener) {
         GC_LOG(Front, critical, "listening on {} failed: {}", address.str(),
                listener.error().message);
@@ -194,8 +194,8 @@ int run_server(const std::string &config_path) {
     ev_signal_init(&daemon.sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&daemon.sigint, on_stop_signal, SIGINT);
     ev_signal_init(&daemon.sighup, on_reload_signal, SIGHUP);
-    for (ev_signal *watcher : {&daemon.sigterm, &daemon.sigint,
-                               &daemon.sighup}) {
+    for (ev_signal *watcher :
+         {&daemon.sigterm, &daemon.sigint, &daemon.sighup}) {
       watcher->data = &daemon;
       ev_signal_start(daemon.loop, watcher);
     }
@@ -213,8 +213,8 @@ int run_server(const std::string &config_path) {
     ev_prepare_stop(daemon.loop, &daemon.log_flush);
     log::flush_access_log();
     daemon.listeners.clear();
-    for (ev_signal *watcher : {&daemon.sigterm, &daemon.sigint,
-                               &daemon.sighup}) {
+    for (ev_signal *watcher :
+         {&daemon.sigterm, &daemon.sigint, &daemon.sighup}) {
       ev_signal_stop(daemon.loop, watcher);
     }
   }

@@ -5,18 +5,18 @@
 #include <memory>
 #include <mutex>
 
-#include <unistd.h>
-
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
+#include <unistd.h>
 
 namespace gatecache::log {
 
 namespace {
 
 constexpr std::array<const char *, 8> ComponentNames = {
-    "main", "front", "upstream", "registry", "cache", "tls", "config", "access"};
+    "main",  "front", "upstream", "registry",
+    "cache", "tls",   "config",   "access"};
 
 std::array<std::shared_ptr<spdlog::logger>, ComponentNames.size()> loggers;
 std::once_flag default_once;
@@ -34,8 +34,8 @@ void make_loggers(spdlog::sink_ptr access_sink) {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   for (size_t i = 0; i < ComponentNames.size(); ++i) {
     bool access = i == static_cast<size_t>(Component::Access);
-    auto logger = std::make_shared<spdlog::logger>(
-        ComponentNames[i], access ? access_sink : sink);
+    auto logger = std::make_shared<spdlog::logger>(ComponentNames[i],
+                                                   access ? access_sink : sink);
     if (access) {
       logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %v");
     } else {

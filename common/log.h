@@ -11,7 +11,16 @@
 
 namespace gatecache::log {
 
-enum class Component { Main, Front, Upstream, Registry, Cache, Tls, Config, Access };
+enum class Component {
+  Main,
+  Front,
+  Upstream,
+  Registry,
+  Cache,
+  Tls,
+  Config,
+  Access,
+};
 
 // Returns the logger of `component`. Valid after `init()`, and before it a
 // default stderr logger is created on first use.

@@ -25,8 +25,7 @@ int64_t parse_content_length(const std::optional<std::string> &value) {
   int64_t length = -1;
   auto [end, ec] =
       std::from_chars(value->data(), value->data() + value->size(), length);
-  if (ec != std::errc() || end != value->data() + value->size() ||
-      length < 0) {
+  if (ec != std::errc() || end != value->data() + value->size() || length < 0) {
     return -1;
   }
   return length;
@@ -41,8 +40,8 @@ BlobFetch::BlobFetch(uint64_t id, cache::Digest digest, std::string upstream,
       repository_(std::move(repository)), store_(std::move(store)) {}
 
 BlobFetch::~BlobFetch() {
-  if (client_ != nullptr && (state_ == State::Connecting ||
-                             state_ == State::Receiving)) {
+  if (client_ != nullptr &&
+      (state_ == State::Connecting || state_ == State::Receiving)) {
     client_->cancel(request_id_);
   }
 }
@@ -50,8 +49,7 @@ BlobFetch::~BlobFetch() {
 void BlobFetch::start(
     upstream::Client &client, const upstream::Origin &origin,
     DiskWorker &worker,
-    std::function<Result<void>(cache::BlobStore::Writer &,
-                               const std::string &)>
+    std::function<Result<void>(cache::BlobStore::Writer &, const std::string &)>
         commit) {
   client_ = &client;
   worker_ = &worker;
@@ -116,7 +114,8 @@ void BlobFetch::on_head(const upstream::ResponseHead &head) {
                    std::to_string(max_size_) + ")"});
     return;
   }
-  media_type_ = head.header("content-type").value_or("application/octet-stream");
+  media_type_ =
+      head.header("content-type").value_or("application/octet-stream");
   std::optional<uint64_t> expected;
   if (size_ >= 0) {
     expected = static_cast<uint64_t>(size_);
@@ -166,8 +165,9 @@ void BlobFetch::on_complete(std::optional<Error> error) {
   auto self = shared_from_this();
   auto result = std::make_shared<Result<void>>();
   worker_->post(
-      [self, result] { *result = self->commit_(*self->writer_,
-                                               self->media_type_); },
+      [self, result] {
+        *result = self->commit_(*self->writer_, self->media_type_);
+      },
       [self, result] {
         if (!*result) {
           self->fail(result->error());
@@ -177,8 +177,8 @@ void BlobFetch::on_complete(std::optional<Error> error) {
         if (self->size_ < 0) {
           self->size_ = static_cast<int64_t>(self->writer_->size());
         }
-        GC_LOG(Registry, info, "stored blob f={} digest={} bytes={}",
-               self->id_, self->digest_.str(), self->size_);
+        GC_LOG(Registry, info, "stored blob f={} digest={} bytes={}", self->id_,
+               self->digest_.str(), self->size_);
         self->notify();
         self->finished();
       });
@@ -193,9 +193,11 @@ void BlobFetch::fail(Error error) {
   if (writer_) {
     writer_->abort();
   }
-  GC_LOG(Registry, warn, "blob fetch failed f={} upstream={} repo={} "
-         "digest={} error={}: {}", id_, upstream_, repository_,
-         digest_.str(), to_string(error_.code), error_.message);
+  GC_LOG(Registry, warn,
+         "blob fetch failed f={} upstream={} repo={} "
+         "digest={} error={}: {}",
+         id_, upstream_, repository_, digest_.str(), to_string(error_.code),
+         error_.message);
   head_known();
   notify();
   finished();
@@ -246,8 +248,7 @@ front::BodyChunk FetchBody::next(size_t max) {
   }
   if (buffer_offset_ < buffer_size_) {
     size_t n = std::min(max, buffer_size_ - buffer_offset_);
-    return {front::BodyChunk::State::Data, buffer_.data() + buffer_offset_,
-            n};
+    return {front::BodyChunk::State::Data, buffer_.data() + buffer_offset_, n};
   }
 
   uint64_t end = end_;

@@ -60,8 +60,7 @@ std::optional<std::string> schema1_payload(std::string_view body) {
       !first["protected"].is_string()) {
     return std::nullopt;
   }
-  auto header_text =
-      decode_base64url(first["protected"].get<std::string>());
+  auto header_text = decode_base64url(first["protected"].get<std::string>());
   if (!header_text) {
     return std::nullopt;
   }

@@ -127,11 +127,10 @@ void evict_if_needed(cache::BlobStore &store, cache::Index &index,
   // Hits are recorded in batches. Write the pending ones first, so content
   // read a moment ago does not look unused.
   recent.flush(index);
-  auto evicted = cache::evict_to(
-      store, index, max_bytes,
-      [&just_stored](const std::string &digest) {
-        return digest == just_stored;
-      });
+  auto evicted = cache::evict_to(store, index, max_bytes,
+                                 [&just_stored](const std::string &digest) {
+                                   return digest == just_stored;
+                                 });
   if (!evicted) {
     GC_LOG(Cache, error, "evicting content failed: {}",
            evicted.error().message);
@@ -190,8 +189,8 @@ bool apply_range(const std::shared_ptr<front::Exchange> &exchange,
     response.status = 206;
     first = range.first;
     length = range.last - range.first + 1;
-    response.headers.emplace_back(
-        "content-range", content_range(range.first, range.last, size));
+    response.headers.emplace_back("content-range",
+                                  content_range(range.first, range.last, size));
     return true;
   case RangeKind::Unsatisfiable:
   case RangeKind::Invalid:
@@ -202,8 +201,7 @@ bool apply_range(const std::shared_ptr<front::Exchange> &exchange,
                            ? "is outside the blob"
                            : "is invalid or names several ranges";
   respond_oci_error(exchange,
-                    OciError::range_invalid("range '" + header + "' " +
-                                            reason),
+                    OciError::range_invalid("range '" + header + "' " + reason),
                     {{"content-range", unsatisfied_content_range(size)}});
   return false;
 }
@@ -281,8 +279,7 @@ RegistryService::RegistryService(struct ev_loop *loop,
     : loop_(loop), config_(std::move(config)),
       routes_(RouteTable::from_config(*config_)), store_(std::move(store)),
       index_(std::move(index)), client_(client), worker_(worker),
-      limits_(limits), calls_(client),
-      manifests_(limits.manifest_cache_bytes),
+      limits_(limits), calls_(client), manifests_(limits.manifest_cache_bytes),
       access_log_(std::make_shared<AccessLog>()),
       evictions_(std::make_shared<EvictionLog>()) {
   for (const auto &[name, upstream] : config_->upstreams) {
@@ -311,8 +308,8 @@ void RegistryService::handle(ExchangePtr exchange) {
     }
   }
   const auto &request = exchange->request();
-  auto routed = route_request(routes_, request.method_name, request.path,
-                              request.query);
+  auto routed =
+      route_request(routes_, request.method_name, request.path, request.query);
   if (!routed) {
     respond_error(exchange, routed.error());
     return;
@@ -351,8 +348,8 @@ void RegistryService::serve_manifest_by_tag(ExchangePtr exchange,
                                             const Route &route) {
   auto accepted = parse_accept(exchange->request().accept);
   std::optional<cache::TagRecord> stored;
-  auto records = index_->get_tag(route.upstream, route.repository,
-                                 route.reference);
+  auto records =
+      index_->get_tag(route.upstream, route.repository, route.reference);
   if (!records) {
     GC_LOG(Registry, error, "reading tag {}/{}:{} from the index failed: {}",
            route.upstream, route.repository, route.reference,
@@ -367,10 +364,10 @@ void RegistryService::serve_manifest_by_tag(ExchangePtr exchange,
   }
   // TODO: serve tags inside a freshness window without a HEAD upstream.
   // Every tag request is revalidated for now.
-  std::string key = "HEAD manifest\n" +
-                    member_key(route.upstream, route.repository,
-                               route.reference) +
-                    "\n" + exchange->request().accept;
+  std::string key =
+      "HEAD manifest\n" +
+      member_key(route.upstream, route.repository, route.reference) + "\n" +
+      exchange->request().accept;
   const std::string accept = exchange->request().accept;
   Route copy = route;
   exchange->fetch_id = calls_.run(
@@ -399,9 +396,9 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
                "serving stale tag upstream={} repo={} tag={} digest={}: {}",
                route.upstream, route.repository, route.reference,
                stored->digest,
-               result.error ? result.error->message
-                            : "upstream status " +
-                                  std::to_string(result.head.status));
+               result.error
+                   ? result.error->message
+                   : "upstream status " + std::to_string(result.head.status));
         send_manifest(exchange, *entry, CacheResult::Stale);
         return;
       }
@@ -415,9 +412,10 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
   }
   auto digest_header = result.head.header("docker-content-digest");
   auto media_type = result.head.header("content-type");
-  auto digest = digest_header ? cache::Digest::parse(*digest_header)
-                              : Result<cache::Digest>(fail(
-                                    ErrorCode::Invalid, "no digest header"));
+  auto digest =
+      digest_header
+          ? cache::Digest::parse(*digest_header)
+          : Result<cache::Digest>(fail(ErrorCode::Invalid, "no digest header"));
   if (!digest || !media_type) {
     // Without a digest the tag can only be fetched by name.
     fetch_manifest(exchange, route, route.reference, true, CacheResult::Miss);
@@ -441,11 +439,10 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
     }
   }
   if (!acceptable(parse_accept(exchange->request().accept), *media_type)) {
-    respond_error(exchange,
-                  OciError::manifest_unknown(
-                      "upstream has " + *media_type + " for tag " +
-                      route.reference +
-                      ", which the Accept header does not allow"));
+    respond_error(exchange, OciError::manifest_unknown(
+                                "upstream has " + *media_type + " for tag " +
+                                route.reference +
+                                ", which the Accept header does not allow"));
     return;
   }
   // The tag moved, or is new here. The HEAD proved that this repository
@@ -453,8 +450,7 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
   if (auto entry = load_manifest(digest_text);
       entry && entry->media_type == *media_type) {
     remember_repository(route, digest_text, true);
-    cache::TagRecord record{*media_type, digest_text, unix_now(),
-                            unix_now()};
+    cache::TagRecord record{*media_type, digest_text, unix_now(), unix_now()};
     auto index = index_;
     Route copy = route;
     worker_.post(
@@ -535,8 +531,7 @@ void RegistryService::fetch_manifest(ExchangePtr exchange, const Route &route,
 void RegistryService::on_manifest_fetched(ExchangePtr exchange,
                                           const Route &route,
                                           const std::string &reference,
-                                          bool record_tag,
-                                          CacheResult outcome,
+                                          bool record_tag, CacheResult outcome,
                                           const CallResult &result) {
   if (result.error || result.head.status != 200) {
     if (!exchange->closed()) {
@@ -618,8 +613,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
     std::string tag_target = record_tag ? route.reference : "";
     worker_.post(
         [store, index, bytes, type, copy, digest, actual, tag_target,
-         max_bytes = config_->storage.max_size_bytes,
-         recent = access_log_, evictions = evictions_] {
+         max_bytes = config_->storage.max_size_bytes, recent = access_log_,
+         evictions = evictions_] {
           auto stored = store->put(actual, *bytes);
           if (!stored) {
             GC_LOG(Cache, error, "storing manifest {} failed: {}", digest,
@@ -629,12 +624,10 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
           int64_t now = unix_now();
           cache::ContentRecord record{bytes->size(), type,
                                       cache::ContentKind::Manifest, now};
-          auto indexed =
-              index->put_content(digest, record, copy.upstream,
-                                 copy.repository);
+          auto indexed = index->put_content(digest, record, copy.upstream,
+                                            copy.repository);
           if (indexed && !tag_target.empty()) {
-            indexed = index->put_tag(copy.upstream, copy.repository,
-                                     tag_target,
+            indexed = index->put_tag(copy.upstream, copy.repository, tag_target,
                                      cache::TagRecord{type, digest, now, now});
           }
           if (!indexed) {
@@ -654,8 +647,7 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
         [index, copy, digest, type] {
           int64_t now = unix_now();
           (void)index->add_repository(digest, copy.upstream, copy.repository);
-          (void)index->put_tag(copy.upstream, copy.repository,
-                               copy.reference,
+          (void)index->put_tag(copy.upstream, copy.repository, copy.reference,
                                cache::TagRecord{type, digest, now, now});
         },
         nullptr);
@@ -705,8 +697,7 @@ RegistryService::load_manifest(const std::string &digest) {
     return nullptr;
   }
   auto record = index_->get_content(digest);
-  if (!record || !*record ||
-      (*record)->kind != cache::ContentKind::Manifest ||
+  if (!record || !*record || (*record)->kind != cache::ContentKind::Manifest ||
       (*record)->size > limits_.max_manifest_bytes) {
     return nullptr;
   }
@@ -732,8 +723,7 @@ RegistryService::load_manifest(const std::string &digest) {
   close(*fd);
   if (done != bytes.size() ||
       !(cache::digest_of(bytes, parsed->algorithm) == *parsed)) {
-    GC_LOG(Cache, error, "stored manifest {} is damaged; dropping it",
-           digest);
+    GC_LOG(Cache, error, "stored manifest {} is damaged; dropping it", digest);
     return nullptr;
   }
   auto entry = std::make_shared<ManifestEntry>();
@@ -749,8 +739,8 @@ RegistryService::load_manifest(const std::string &digest) {
 void RegistryService::serve_blob(ExchangePtr exchange, const Route &route) {
   auto digest = cache::Digest::parse(route.reference);
   if (!digest) {
-    respond_error(exchange, OciError{400, "DIGEST_INVALID",
-                                     digest.error().message});
+    respond_error(exchange,
+                  OciError{400, "DIGEST_INVALID", digest.error().message});
     return;
   }
   auto record = index_->get_content(route.reference);
@@ -812,18 +802,20 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
   if (!fd) {
     GC_LOG(Cache, error, "opening blob {} failed: {}", digest.str(),
            fd.error().message);
-    respond_error(exchange, OciError{404, "BLOB_UNKNOWN",
-                                     "blob " + digest.str() +
-                                         " is not available"});
+    respond_error(exchange,
+                  OciError{404, "BLOB_UNKNOWN",
+                           "blob " + digest.str() + " is not available"});
     return;
   }
+
   struct stat info {};
+
   if (fstat(*fd, &info) != 0) {
     close(*fd);
     GC_LOG(Cache, error, "fstat of blob {} failed: {}", digest.str(),
            errno_message("fstat", errno));
-    respond_error(exchange, OciError::unavailable("cannot read blob " +
-                                                  digest.str()));
+    respond_error(exchange,
+                  OciError::unavailable("cannot read blob " + digest.str()));
     return;
   }
   uint64_t size = static_cast<uint64_t>(info.st_size);
@@ -843,8 +835,8 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
       close(*fd);
       GC_LOG(Cache, error, "reading blob {} failed: {}", digest.str(),
              body.error().message);
-      respond_error(exchange, OciError::unavailable("cannot read blob " +
-                                                    digest.str()));
+      respond_error(exchange,
+                    OciError::unavailable("cannot read blob " + digest.str()));
       return;
     }
     response.body = std::move(*body);
@@ -855,9 +847,8 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
 
 void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
                                   const cache::Digest &digest) {
-  auto fetch = std::make_shared<BlobFetch>(next_fetch_id(), digest,
-                                           route.upstream, route.repository,
-                                           store_);
+  auto fetch = std::make_shared<BlobFetch>(
+      next_fetch_id(), digest, route.upstream, route.repository, store_);
   fetch->set_max_size(config_->storage.max_size_bytes);
   fetches_.emplace(route.reference, fetch);
   std::string key = route.reference;
@@ -873,7 +864,7 @@ void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
       [index, store, max_bytes, upstream, repository, digest_text,
        recent = access_log_,
        evictions = evictions_](cache::BlobStore::Writer &writer,
-                    const std::string &media_type) -> Result<void> {
+                               const std::string &media_type) -> Result<void> {
         auto committed = writer.commit();
         if (!committed) {
           return committed;
@@ -918,8 +909,8 @@ void RegistryService::join_fetch(ExchangePtr exchange,
       return;
     }
     Response response;
-    response.headers = content_headers(known.media_type(),
-                                       known.digest().str());
+    response.headers =
+        content_headers(known.media_type(), known.digest().str());
     int64_t size = known.size();
     uint64_t first = 0;
     int64_t length = size;
@@ -945,8 +936,7 @@ void RegistryService::join_fetch(ExchangePtr exchange,
 
 void RegistryService::head_blob_upstream(ExchangePtr exchange,
                                          const Route &route) {
-  std::string key = "HEAD blob\n" + member_key(route.upstream,
-                                               route.repository,
+  std::string key = "HEAD blob\n" + member_key(route.upstream, route.repository,
                                                route.reference);
   Route copy = route;
   exchange->fetch_id = calls_.run(
@@ -966,10 +956,10 @@ void RegistryService::head_blob_upstream(ExchangePtr exchange,
         }
         exchange->cache_result = CacheResult::Miss;
         Response response;
-        response.headers = content_headers(
-            result.head.header("content-type")
-                .value_or("application/octet-stream"),
-            copy.reference);
+        response.headers =
+            content_headers(result.head.header("content-type")
+                                .value_or("application/octet-stream"),
+                            copy.reference);
         auto length = result.head.header("content-length");
         if (length) {
           response.head_length = std::strtoll(length->c_str(), nullptr, 10);
@@ -986,8 +976,7 @@ bool RegistryService::repository_confirmed(const Route &route,
   if (confirmed_.contains(key)) {
     return true;
   }
-  auto known = index_->has_repository(digest, route.upstream,
-                                      route.repository);
+  auto known = index_->has_repository(digest, route.upstream, route.repository);
   if (known && *known) {
     confirmed_.insert(std::move(key));
     return true;
@@ -1009,8 +998,7 @@ void RegistryService::remember_repository(const Route &route,
     Route copy = route;
     worker_.post(
         [index, copy, digest] {
-          (void)index->add_repository(digest, copy.upstream,
-                                      copy.repository);
+          (void)index->add_repository(digest, copy.upstream, copy.repository);
         },
         nullptr);
   }
@@ -1019,9 +1007,9 @@ void RegistryService::remember_repository(const Route &route,
 void RegistryService::confirm_upstream(
     ExchangePtr exchange, const Route &route, const std::string &what,
     std::function<void(ExchangePtr)> on_confirmed) {
-  std::string key = "HEAD " + what + "\n" +
-                    member_key(route.upstream, route.repository,
-                               route.reference);
+  std::string key =
+      "HEAD " + what + "\n" +
+      member_key(route.upstream, route.repository, route.reference);
   Route copy = route;
   exchange->fetch_id = calls_.run(
       key, origin_for(route.upstream),
@@ -1053,9 +1041,7 @@ void RegistryService::serve_tags_list(ExchangePtr exchange,
   Route copy = route;
   exchange->fetch_id = calls_.run(
       key, origin_for(route.upstream),
-      [&] {
-        return registry_request("GET", route.repository, "tags/list");
-      },
+      [&] { return registry_request("GET", route.repository, "tags/list"); },
       MaxTagListBytes,
       [this, exchange, copy](const CallResult &result) {
         if (exchange->closed()) {
@@ -1068,8 +1054,8 @@ void RegistryService::serve_tags_list(ExchangePtr exchange,
         // TODO: follow `Link` pagination; only the first page is relayed.
         Response response;
         response.headers = {
-            {"content-type", result.head.header("content-type")
-                                 .value_or("application/json")}};
+            {"content-type",
+             result.head.header("content-type").value_or("application/json")}};
         response.head_length = static_cast<int64_t>(result.body.size());
         if (exchange->request().method == Method::Get) {
           response.body = std::make_unique<front::MemoryBody>(result.body);
@@ -1130,10 +1116,9 @@ void RegistryService::respond_upstream_failure(const ExchangePtr &exchange,
   }
   GC_LOG(Registry, warn, "upstream={} repo={} answered {} for {}",
          route.upstream, route.repository, status, what);
-  respond_error(exchange,
-                OciError{503, "UNAVAILABLE",
-                         "upstream " + route.upstream + " answered " +
-                             std::to_string(status)});
+  respond_error(exchange, OciError{503, "UNAVAILABLE",
+                                   "upstream " + route.upstream + " answered " +
+                                       std::to_string(status)});
 }
 
 const upstream::Origin &

@@ -4,8 +4,8 @@
 // Request path:
 //  - A manifest by tag is revalidated with a HEAD, which is free on Docker
 //    Hub. A changed or unknown digest is fetched by digest, so a tag moving
-//    while the request runs never stores mismatched bytes. Upstream unreachable,
-//    5xx or 429: the stored tag is served stale and logged.
+//    while the request runs never stores mismatched bytes. Upstream
+//    unreachable, 5xx or 429: the stored tag is served stale and logged.
 //  - Manifests and blobs by digest are served from the store once the
 //    repository is known to hold them; content seen only in another
 //    repository is confirmed with a HEAD first.
@@ -69,8 +69,10 @@ private:
 class EvictionLog {
 public:
   void add(std::vector<std::string> digests);
+
   // True when `take()` has something; cheap enough for every request.
   bool pending() const { return pending_.load(std::memory_order_acquire); }
+
   std::vector<std::string> take();
 
 private:
@@ -84,9 +86,8 @@ public:
   RegistryService(struct ev_loop *loop,
                   std::shared_ptr<const config::Config> config,
                   std::shared_ptr<cache::BlobStore> store,
-                  std::shared_ptr<cache::Index> index,
-                  upstream::Client &client, DiskWorker &worker,
-                  ServiceLimits limits = {});
+                  std::shared_ptr<cache::Index> index, upstream::Client &client,
+                  DiskWorker &worker, ServiceLimits limits = {});
   ~RegistryService() override;
 
   void handle(std::shared_ptr<front::Exchange> exchange) override;
