@@ -240,8 +240,8 @@ def test_evicted_layer_fetched_again(daemon, images, upstream):
     layer_path = f"/v2/{first.repository}/blobs/{layer_of(first)}"
 
     pull_and_settle(daemon, first, protocol="h2", digests=[layer_of(first)])
-    layer_gets = [r for r in upstream.requests()[start:]
-                  if r.method == "GET" and r.path == layer_path]
+    layer_gets = upstream.wait_requests(
+        lambda r: r.method == "GET" and r.path == layer_path, start=start)
     entries = daemon.wait_entries(lambda e: e.path == layer_path, 1,
                                   start=access_start)
 
