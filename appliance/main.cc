@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "appliance/cli/commands.h"
 #include "appliance/config/config.h"
 #include "appliance/server.h"
 
@@ -38,6 +39,11 @@ int main(int argc, char **argv) {
   check->add_option("-c,--config", config_path, "Configuration file")
       ->capture_default_str();
 
+  gatecache::cli::add_admin_commands(app, config_path);
+  gatecache::cli::add_ca_commands(app, config_path);
+
+  // Subcommands other than serve and check-config run in their callbacks
+  // and report failure as CLI::RuntimeError.
   CLI11_PARSE(app, argc, argv);
 
   if (*serve) {

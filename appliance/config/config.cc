@@ -143,6 +143,10 @@ std::string ListenAddress::str() const {
   return text + ":" + std::to_string(port);
 }
 
+std::string Cidr::str() const {
+  return address + "/" + std::to_string(prefix_length);
+}
+
 Result<uint64_t> parse_byte_size(std::string_view text) {
   struct Unit {
     std::string_view name;

@@ -15,6 +15,12 @@ namespace gatecache::config {
 struct ListenAddress {
   std::string host; // Literal IPv4 or IPv6 address, without brackets.
   uint16_t port = 0;
+  // `listen` entries may be maps {address, client_certificates}: with
+  // client_certificates "required", clients must present a certificate
+  // from the internal CA; "optional" verifies one when sent. Default
+  // "none".
+  enum class ClientAuth { None, Optional, Required } client_auth =
+      ClientAuth::None;
   std::string str() const; // "127.0.0.1:5443" or "[::1]:5443".
 };
 
@@ -30,12 +36,46 @@ struct StorageConfig {
 };
 
 struct TlsConfig {
+  // `tls.server_lifetime`: validity of issued server certificates.
+  // Default 90 days.
+  double server_lifetime_s = 90.0 * 86400;
+  // `tls.renew_before`: share of the lifetime left at which the server
+  // certificate is renewed, 0-1. Default 1/3.
+  double renew_fraction = 1.0 / 3;
   // `tls.names`: DNS names and IP addresses for the server certificate's
   // subjectAltName. Default: localhost, 127.0.0.1, ::1.
   std::vector<std::string> names = {"localhost", "127.0.0.1", "::1"};
   // `tls.dir`: where the CA and server keys live. Default
   // `<storage.path>/tls`.
   std::string dir;
+};
+
+// A tag pattern and how long a tag matching it is served without asking
+// the upstream.
+struct FreshnessRule {
+  // `tags`: glob over the tag (`*` any run, `?` one character), for
+  // example "latest", "v*", "*-alpine".
+  std::string pattern;
+  double window_s = 600; // `window`: a duration such as 30s, 10m, 6h.
+};
+
+// Which upstream requests spend the upstream's budget.
+struct CountedRequests {
+  bool manifest_get = true;  // Docker Hub counts these.
+  bool manifest_head = false;
+  bool blob_get = false;
+};
+
+// `upstreams.<name>.budget`: the budget assumed when the upstream sends no
+// rate-limit headers, and which requests it counts.
+struct BudgetConfig {
+  // `limit`: requests per window; 0 means no budget unless the upstream
+  // announces one.
+  uint64_t limit = 0;
+  double window_s = 21600; // `window`. Default 6h.
+  // `counted`: list of manifest_get, manifest_head, blob_get. Default
+  // [manifest_get].
+  CountedRequests counted;
 };
 
 struct UpstreamConfig {
@@ -50,6 +90,71 @@ struct UpstreamConfig {
   std::string ca_file;
   // True for Docker Hub, whose single-segment names get `library/`.
   bool docker_hub = false;
+  // `freshness`: list of {tags, window}; the first matching rule applies.
+  // A tag no rule matches uses `default_freshness_s`. Default: none.
+  std::vector<FreshnessRule> freshness;
+  double default_freshness_s = 600; // `default_freshness`. Default 10m.
+  BudgetConfig budget;
+};
+
+// An IPv4 or IPv6 network. IPv4 peers seen as IPv4-mapped IPv6 addresses
+// (::ffff:a.b.c.d) match IPv4 networks.
+struct Cidr {
+  std::string address; // Canonical network address, host bits zero.
+  unsigned prefix_length = 0;
+  bool ipv6 = false;
+  std::string str() const; // "10.1.0.0/16".
+};
+
+// `clusters.<name>`: a set of clients that shares budget and statistics.
+struct ClusterConfig {
+  std::string name; // Map key: [a-z0-9][a-z0-9_-]{0,62}.
+  // `sources`: CIDRs or single addresses (taken as /32 or /128).
+  std::vector<Cidr> sources;
+  // `client_names`: subject common names of client certificates from the
+  // internal CA that identify this cluster. Default: [<name>].
+  std::vector<std::string> client_names;
+  // `weight`: share of the budget under scarcity, 1-1000. Default 1.
+  unsigned weight = 1;
+};
+
+// `scheduler`: how counted upstream requests are released.
+struct SchedulerConfig {
+  // `reserve`: share of an upstream's limit kept for nodes waiting on a
+  // pull; revalidation and prewarm never spend it. Default 0.2.
+  double reserve_fraction = 0.2;
+  // `max_wait`: how long a node's request may wait for budget before it
+  // gets 429 TOOMANYREQUESTS. Default 20s.
+  double max_wait_s = 20;
+  // `max_in_flight`: counted requests running at once per upstream.
+  unsigned max_in_flight = 8;
+  // `low_budget`: share of the limit below which freshness windows
+  // stretch, up to `max_stretch` times when nothing but the reserve is
+  // left. Defaults 0.5 and 8.
+  double low_budget_fraction = 0.5;
+  double max_stretch = 8;
+};
+
+// `prewarm`: image sets kept in the cache in the background.
+struct PrewarmConfig {
+  // `sets`: names of files in `images_dir` (without .yaml) or absolute
+  // paths. Default: none.
+  std::vector<std::string> sets;
+  // `images_dir`: where named sets live. Default
+  // /usr/share/gatecache/images.
+  std::string images_dir = "/usr/share/gatecache/images";
+  double interval_s = 21600; // `interval`: how often sets are refreshed.
+};
+
+// `admin`: the local control endpoint used by `gatecache status`,
+// `gatecache prewarm` and metrics scrapers. Plain HTTP/1.1.
+struct AdminConfig {
+  // `socket`: Unix socket path. Default <storage.path>/admin.sock. Empty
+  // string turns the socket off.
+  std::string socket;
+  // `listen`: optional "address:port" for /metrics and the read-only
+  // endpoints; loopback addresses only. Default: none.
+  std::vector<ListenAddress> listen;
 };
 
 struct UpstreamClientConfig {
@@ -76,6 +181,13 @@ struct Config {
   std::string default_upstream;
   UpstreamClientConfig upstream_timeouts;
   LogConfig log;
+  // `clusters`: map from name to cluster. Empty: every client belongs to
+  // one cluster named "default". Non-empty: a client in no cluster gets
+  // 403 DENIED.
+  std::vector<ClusterConfig> clusters;
+  SchedulerConfig scheduler;
+  PrewarmConfig prewarm;
+  AdminConfig admin;
 };
 
 // Reads and validates `path`. Errors name file:line:column and the key.

@@ -25,6 +25,10 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 enum class Method { Get, Head, Other };
 
+// Who is waiting on a request, which orders counted upstream requests:
+// a node's pull first, then revalidation, then prewarm.
+enum class Priority { Node = 0, Revalidation = 1, Prewarm = 2 };
+
 struct Request {
   Method method = Method::Other;
   std::string method_name; // As received, for logs.
@@ -34,6 +38,12 @@ struct Request {
   std::string range;       // The Range header, empty when absent.
   std::string protocol;    // "h2" or "http/1.1".
   std::string peer;        // Client address as "ip:port" or "[ip]:port".
+  // Subject common name of a client certificate verified against the
+  // internal CA; empty when the client sent none.
+  std::string client_name;
+  // Set by internal requests (prewarm); requests from the network are
+  // always Node.
+  Priority priority = Priority::Node;
   uint64_t connection_id = 0;
   uint64_t request_id = 0; // HTTP/2 stream id, or HTTP/1.1 sequence number.
 };

@@ -1,0 +1,1 @@
+# Install rules and the Debian package; see the top-level CMakeLists.txt.
