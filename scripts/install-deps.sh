@@ -8,7 +8,8 @@ BUILD_PACKAGES="build-essential cmake ninja-build pkg-config git
   libssl-dev libhttp-parser-dev nlohmann-json3-dev libspdlog-dev
   libcli11-dev libsystemd-dev libexpected-dev catch2 openssl ca-certificates"
 TEST_PACKAGES="python3 python3-pytest docker-registry skopeo containerd runc
-  umoci busybox-static nghttp2-client curl iproute2 util-linux"
+  umoci busybox-static nghttp2-client curl iproute2 util-linux
+  ansible-core ansible-lint python3-tomlkit"
 
 packages="$BUILD_PACKAGES"
 if [ "${1:-}" = "--with-tests" ]; then
