@@ -8,6 +8,7 @@
 //   repos    digest NUL upstream NUL repository
 //   lru      be64(last_access XOR 2^63) digest
 //   meta     "schema_version" | "total_size"
+//   state    any key chosen by the caller (budgets, prewarm pins)
 // The `lru` key starts with the last access as a big-endian integer with
 // the sign bit flipped, so LMDB's byte order is time order, negative times
 // included.
@@ -20,6 +21,7 @@
 //   repos    empty
 //   lru      empty
 //   meta     schema_version: u32; total_size: u64
+//   state    the caller's bytes, unchanged
 #include "cache/index.h"
 
 #include <algorithm>
@@ -342,6 +344,7 @@ struct Index::Handles {
   MDB_dbi repos = 0;
   MDB_dbi lru = 0;
   MDB_dbi meta = 0;
+  MDB_dbi state = 0;
   size_t max_key_size = 0;
 
   ~Handles() {
@@ -413,7 +416,8 @@ Result<void> Index::Handles::create_dbs(MDB_txn *txn) {
                                               {"content", &content},
                                               {"repos", &repos},
                                               {"lru", &lru},
-                                              {"meta", &meta}};
+                                              {"meta", &meta},
+                                              {"state", &state}};
   for (auto [name, dbi] : dbs) {
     int rc = mdb_dbi_open(txn, name, MDB_CREATE, dbi);
     if (rc != 0) {
@@ -648,6 +652,53 @@ Result<void> Index::remove_tag(const std::string &upstream,
     if (auto deleted = delete_key(txn->get(), handles_->tags, key); !deleted) {
       return deleted;
     }
+  }
+  return txn->commit();
+}
+
+Result<std::optional<std::string>>
+Index::get_state(const std::string &key) const {
+  if (key.empty() || !handles_->fit(key)) {
+    return std::nullopt;
+  }
+  auto txn = Txn::begin(handles_->env, MDB_RDONLY);
+  if (!txn) {
+    return tl::unexpected(txn.error());
+  }
+  auto value = get_value(txn->get(), handles_->state, key);
+  if (!value) {
+    return tl::unexpected(value.error());
+  }
+  if (!*value) {
+    return std::nullopt;
+  }
+  return std::string(**value);
+}
+
+Result<void> Index::put_state(const std::string &key, std::string_view value) {
+  if (key.empty() || !handles_->fit(key)) {
+    return handles_->invalid_names("state key");
+  }
+  auto txn = Txn::begin(handles_->env, 0);
+  if (!txn) {
+    return tl::unexpected(txn.error());
+  }
+  if (auto put = put_value(txn->get(), handles_->state, key, value); !put) {
+    return put;
+  }
+  return txn->commit();
+}
+
+Result<void> Index::remove_state(const std::string &key) {
+  if (key.empty() || !handles_->fit(key)) {
+    return {};
+  }
+  auto txn = Txn::begin(handles_->env, 0);
+  if (!txn) {
+    return tl::unexpected(txn.error());
+  }
+  if (auto deleted = delete_key(txn->get(), handles_->state, key); !deleted) {
+    return deleted;
   }
   return txn->commit();
 }

@@ -11,6 +11,8 @@
 //    on disk but access is per repository.
 //  - `lru`: (last access, digest) -> nothing, the content in eviction order.
 //  - `meta`: schema version and the total size of all content records.
+//  - `state`: small records of other parts of the daemon (upstream
+//    budgets, prewarm pins), stored as the caller encodes them.
 //
 // Names (upstream, repository, tag, media type, digest) must not contain
 // NUL, which separates them in keys, and a whole key must fit LMDB's
@@ -40,6 +42,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -124,6 +127,13 @@ public:
   // eviction candidate was listed survives.
   Result<bool> remove_content_if_idle(const std::string &digest,
                                       int64_t last_access);
+
+  // Small daemon state by key, such as an upstream's budget. Values are
+  // opaque bytes; keys follow the name rules above.
+  Result<std::optional<std::string>> get_state(const std::string &key) const;
+  Result<void> put_state(const std::string &key, std::string_view value);
+  // Removing an absent key is not an error.
+  Result<void> remove_state(const std::string &key);
 
   // Sum of `size` over every content record, in bytes.
   Result<uint64_t> total_size() const;

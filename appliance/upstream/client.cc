@@ -104,17 +104,18 @@ uint64_t Client::Impl::start(const Origin &origin, Request request,
   }
   url += request.path;
   return start_url(std::move(url), origin.ca_file, std::move(request), handler,
-                   true);
+                   true, origin.base_url);
 }
 
 uint64_t Client::Impl::start_url(std::string url, std::string ca_file,
                                  Request request, ResponseHandler *handler,
-                                 bool token_flow) {
+                                 bool token_flow, std::string observed_base) {
   assert(handler != nullptr);
   uint64_t id = next_fetch_id_++;
   fetches_.emplace(
       id, std::make_unique<Fetch>(*this, id, std::move(url), std::move(ca_file),
-                                  std::move(request), handler, token_flow));
+                                  std::move(request), handler, token_flow,
+                                  std::move(observed_base)));
   context_.tasks.post([this, id] {
     auto it = fetches_.find(id);
     if (it != fetches_.end()) {
@@ -269,5 +270,9 @@ uint64_t Client::start(const Origin &origin, Request request,
 }
 
 void Client::cancel(uint64_t id) { impl_->cancel(id); }
+
+void Client::set_response_observer(ResponseObserver observer) {
+  impl_->context().observer = std::move(observer);
+}
 
 } // namespace gatecache::upstream

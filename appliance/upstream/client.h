@@ -29,6 +29,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -105,6 +106,14 @@ public:
   // error.
 };
 
+// Sees the head of every response from a registry origin (the host of
+// `Origin::base_url`, not redirect targets), 401s, redirects and 429s
+// included, before the client acts on it. Rate-limit headers arrive on any
+// of these. `base_url` is the `Origin::base_url` the request was started
+// with.
+using ResponseObserver =
+    std::function<void(const std::string &base_url, const ResponseHead &head)>;
+
 class Client {
 public:
   Client(struct ev_loop *loop, ClientConfig config);
@@ -120,6 +129,9 @@ public:
 
   // Aborts request `id`. Its handler receives no further callbacks.
   void cancel(uint64_t id);
+
+  // Replaces the observer of registry responses; runs on the loop.
+  void set_response_observer(ResponseObserver observer);
 
   // The implementation, opaque to callers (appliance/upstream/client_impl.h).
   class Impl;

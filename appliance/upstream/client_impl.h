@@ -34,7 +34,8 @@ public:
   // Starts a request for an absolute URL. `token_flow` false: a 401 is
   // passed through, as the token endpoint's own requests need.
   uint64_t start_url(std::string url, std::string ca_file, Request request,
-                     ResponseHandler *handler, bool token_flow);
+                     ResponseHandler *handler, bool token_flow,
+                     std::string observed_base = {});
   void cancel(uint64_t id);
 
   ClientContext &context() { return context_; }

@@ -66,6 +66,7 @@ struct ClientContext {
   TlsContextCache tls;
   TaskQueue tasks;
   uint64_t next_connection_id = 1;
+  ResponseObserver observer;
 };
 
 } // namespace gatecache::upstream

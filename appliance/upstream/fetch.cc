@@ -40,10 +40,11 @@ bool is_valid_field_name(std::string_view name) {
 
 Fetch::Fetch(Client::Impl &impl, uint64_t id, std::string url,
              std::string ca_file, Request request, ResponseHandler *handler,
-             bool token_flow)
+             bool token_flow, std::string observed_base)
     : impl_(impl), id_(id), url_text_(std::move(url)),
       ca_file_(std::move(ca_file)), request_(std::move(request)),
-      handler_(handler), token_flow_(token_flow) {}
+      handler_(handler), token_flow_(token_flow),
+      observed_base_(std::move(observed_base)) {}
 
 Fetch::~Fetch() {
   if (exchange_ != nullptr) {
@@ -180,6 +181,11 @@ bool Fetch::intercept(const ResponseHead &head) {
 }
 
 void Fetch::on_exchange_head(ResponseHead head) {
+  const auto &observer = impl_.context().observer;
+  if (observer && !observed_base_.empty() &&
+      url_.origin() == origin_url_.origin()) {
+    observer(observed_base_, head);
+  }
   if (intercept(head)) {
     if (phase_ != Phase::Done) {
       phase_ = Phase::Draining;

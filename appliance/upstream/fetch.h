@@ -26,7 +26,8 @@ public:
   static constexpr size_t MaxDrainBytes = 64 * 1024;
 
   Fetch(Client::Impl &impl, uint64_t id, std::string url, std::string ca_file,
-        Request request, ResponseHandler *handler, bool token_flow);
+        Request request, ResponseHandler *handler, bool token_flow,
+        std::string observed_base = {});
   ~Fetch() override;
 
   uint64_t id() const { return id_; }
@@ -77,6 +78,9 @@ private:
   Request request_;
   ResponseHandler *handler_;
   bool token_flow_;
+  // The `Origin::base_url` shown to the response observer; empty for
+  // requests that are not to a registry origin (token requests).
+  std::string observed_base_;
   Phase phase_ = Phase::Pending;
   Url origin_url_;
   Url url_;

@@ -44,6 +44,31 @@ ContentRecord blob_record(uint64_t size, int64_t last_access) {
   return record;
 }
 
+TEST_CASE("index state survives reopen", "[cache][index]") {
+  TempDir dir;
+  {
+    auto index = open_index(dir.path());
+    REQUIRE(index->put_state("budget/docker.io", "{\"limit\":100}"));
+    REQUIRE(index->put_state("budget/docker.io", "{\"limit\":200}"));
+    REQUIRE(index->put_state("pins/kubernetes", std::string("a\0b", 3)));
+  }
+  auto index = open_index(dir.path());
+  auto budget = index->get_state("budget/docker.io");
+  REQUIRE(budget);
+  REQUIRE(budget->has_value());
+  CHECK(**budget == "{\"limit\":200}");
+  auto pins = index->get_state("pins/kubernetes");
+  REQUIRE(pins);
+  CHECK(**pins == std::string("a\0b", 3));
+  REQUIRE(index->remove_state("pins/kubernetes"));
+  REQUIRE(index->remove_state("pins/absent"));
+  auto removed = index->get_state("pins/kubernetes");
+  REQUIRE(removed);
+  CHECK_FALSE(removed->has_value());
+  CHECK_FALSE(index->put_state("", "x"));
+  CHECK_FALSE(index->put_state(std::string(600, 'k'), "x"));
+}
+
 TEST_CASE("index stores two media types of tag", "[cache][index]") {
   TempDir dir;
   auto index = open_index(dir.path() / "index");
