@@ -1,9 +1,13 @@
 // Value grammar of the config file (see values.h) and `ListenAddress`.
 #include "appliance/config/config.h"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
+#include <climits>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -197,7 +201,7 @@ Result<uint64_t> parse_byte_size(std::string_view text) {
   return value * factor;
 }
 
-Result<double> parse_duration(std::string_view text) {
+Result<double> parse_duration(std::string_view text, DurationRange range) {
   std::string_view number;
   std::string_view unit;
   split_number(trim_spaces(text), true, number, unit);
@@ -226,15 +230,82 @@ Result<double> parse_duration(std::string_view text) {
     value *= 60;
   } else if (unit == "h") {
     value *= 3600;
+  } else if (unit == "d") {
+    value *= 86400;
   } else if (unit != "s" && !unit.empty()) {
     return fail(ErrorCode::Invalid, "unknown duration unit");
   }
 
+  if (value == 0 && range.allow_zero) {
+    return value;
+  }
   if (!(value > 0)) {
     return fail(ErrorCode::Invalid, "duration must be greater than 0");
   }
-  if (!std::isfinite(value) || value > MaxDurationSeconds) {
+  if (!std::isfinite(value) || value > range.max_seconds) {
     return fail(ErrorCode::Invalid, "duration is too long");
+  }
+  if (value < range.min_seconds) {
+    return fail(ErrorCode::Invalid, "duration is shorter than " +
+                                        format_duration(range.min_seconds));
+  }
+  return value;
+}
+
+std::string format_duration(double seconds) {
+  struct Unit {
+    std::string_view name;
+    uint64_t seconds;
+  };
+
+  static constexpr std::array<Unit, 3> units = {{
+      {"d", 86400},
+      {"h", 3600},
+      {"m", 60},
+  }};
+
+  auto whole = static_cast<uint64_t>(seconds);
+  if (static_cast<double>(whole) != seconds || whole == 0) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof(buffer), "%gs", seconds);
+    return buffer;
+  }
+  for (const Unit &unit : units) {
+    bool one_day = unit.seconds == 86400 && whole == 86400;
+    if (whole % unit.seconds == 0 && !one_day) {
+      return std::to_string(whole / unit.seconds) + std::string(unit.name);
+    }
+  }
+  return std::to_string(whole) + "s";
+}
+
+Result<uint64_t> parse_count(std::string_view text) {
+  uint64_t value = 0;
+  if (!is_all_digits(text)) {
+    return fail(ErrorCode::Invalid, "invalid number");
+  }
+  if (!parse_digits(text, value) || value > UINT32_MAX) {
+    return fail(ErrorCode::Invalid, "number is too large");
+  }
+  return value;
+}
+
+Result<double> parse_decimal(std::string_view text) {
+  size_t dot = text.find('.');
+  std::string_view whole = text.substr(0, dot);
+  bool valid = is_all_digits(whole);
+  if (dot != std::string_view::npos) {
+    valid = valid && is_all_digits(text.substr(dot + 1));
+  }
+  double value = 0;
+  if (valid) {
+    auto [end, error] =
+        std::from_chars(text.data(), text.data() + text.size(), value);
+    valid = error == std::errc() && end == text.data() + text.size() &&
+            std::isfinite(value);
+  }
+  if (!valid) {
+    return fail(ErrorCode::Invalid, "invalid number");
   }
   return value;
 }
@@ -338,6 +409,141 @@ Result<std::string> parse_registry_host(std::string_view text) {
     normalised += ":" + std::to_string(port);
   }
   return normalised;
+}
+
+Result<Cidr> parse_cidr(std::string_view text) {
+  size_t slash = text.find('/');
+  std::string address_text(text.substr(0, slash));
+  Cidr cidr;
+  std::array<unsigned char, 16> bytes = {};
+  if (is_ipv4_address(address_text)) {
+    inet_pton(AF_INET, address_text.c_str(), bytes.data());
+  } else if (is_ipv6_address(address_text)) {
+    inet_pton(AF_INET6, address_text.c_str(), bytes.data());
+    cidr.ipv6 = true;
+  } else {
+    return fail(ErrorCode::Invalid, "invalid IP address");
+  }
+
+  unsigned max_length = cidr.ipv6 ? 128 : 32;
+  cidr.prefix_length = max_length;
+  if (slash != std::string_view::npos) {
+    std::string_view length_text = text.substr(slash + 1);
+    uint64_t length = 0;
+    // Three digits at most, so "/0032" is not a prefix length.
+    if (length_text.size() > 3 || !parse_digits(length_text, length)) {
+      return fail(ErrorCode::Invalid, "invalid prefix length");
+    }
+    if (length > max_length) {
+      return fail(ErrorCode::Invalid,
+                  "prefix length is larger than " + std::to_string(max_length));
+    }
+    cidr.prefix_length = static_cast<unsigned>(length);
+  }
+
+  // ::ffff:0:0/96 contains the IPv4-mapped addresses.
+  static constexpr std::array<unsigned char, 12> mapped_prefix = {
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+  bool mapped =
+      cidr.ipv6 && cidr.prefix_length >= 96 &&
+      std::equal(mapped_prefix.begin(), mapped_prefix.end(), bytes.begin());
+  if (mapped) {
+    char ipv4[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, bytes.data() + 12, ipv4, sizeof(ipv4));
+    return fail(ErrorCode::Invalid,
+                "IPv4-mapped IPv6 address (write the IPv4 network " +
+                    std::string(ipv4) + "/" +
+                    std::to_string(cidr.prefix_length - 96) + ")");
+  }
+
+  std::array<unsigned char, 16> network = bytes;
+  size_t byte_count = max_length / 8;
+  for (size_t i = 0; i < byte_count; ++i) {
+    size_t first_bit = i * 8;
+    if (first_bit >= cidr.prefix_length) {
+      network[i] = 0;
+    } else if (first_bit + 8 > cidr.prefix_length) {
+      unsigned kept = cidr.prefix_length - static_cast<unsigned>(first_bit);
+      network[i] &= static_cast<unsigned char>(0xFF00 >> kept);
+    }
+  }
+
+  char buffer[INET6_ADDRSTRLEN];
+  inet_ntop(cidr.ipv6 ? AF_INET6 : AF_INET, network.data(), buffer,
+            sizeof(buffer));
+  cidr.address = buffer;
+  if (network != bytes) {
+    return fail(ErrorCode::Invalid,
+                "host bits are set (the network is " + cidr.str() + ")");
+  }
+  return cidr;
+}
+
+bool is_loopback_address(std::string_view host) {
+  if (is_ipv4_address(host)) {
+    return host.starts_with("127.");
+  }
+  return canonical_ip_address(host) == "::1";
+}
+
+bool is_cluster_name(std::string_view text) {
+  if (text.empty() || text.size() > MaxClusterNameLength) {
+    return false;
+  }
+  auto is_lower_alnum = [](char c) {
+    return is_digit(c) || (c >= 'a' && c <= 'z');
+  };
+  if (!is_lower_alnum(text.front())) {
+    return false;
+  }
+  for (char c : text) {
+    if (!is_lower_alnum(c) && c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool is_tag_pattern(std::string_view text) {
+  // Maximum tag length in the OCI distribution specification.
+  constexpr size_t max_length = 128;
+  if (text.empty() || text.size() > max_length) {
+    return false;
+  }
+  for (char c : text) {
+    if (!is_alnum(c) && c != '_' && c != '.' && c != '-' && c != '*' &&
+        c != '?') {
+      return false;
+    }
+  }
+  return true;
+}
+
+Result<void> check_image_set_name(std::string_view text) {
+  if (text.empty()) {
+    return fail(ErrorCode::Invalid, "empty image set name");
+  }
+  if (text.size() > MaxImageSetNameLength) {
+    return fail(ErrorCode::Invalid, "image set name is longer than " +
+                                        std::to_string(MaxImageSetNameLength) +
+                                        " characters");
+  }
+  for (char c : text) {
+    if (!is_alnum(c) && c != '.' && c != '_' && c != '-') {
+      return fail(ErrorCode::Invalid,
+                  "image set name contains a character other than letters, "
+                  "digits, '.', '_' and '-'");
+    }
+  }
+  if (text == "." || text == "..") {
+    return fail(ErrorCode::Invalid, "image set name is '.' or '..'");
+  }
+  if (text.ends_with(".yaml") || text.ends_with(".yml")) {
+    return fail(ErrorCode::Invalid,
+                "image set name ends with a file extension (name the set "
+                "without .yaml, or give an absolute path)");
+  }
+  return {};
 }
 
 Result<ListenAddress> parse_listen_address(std::string_view text) {

@@ -36,11 +36,11 @@ struct StorageConfig {
 };
 
 struct TlsConfig {
-  // `tls.server_lifetime`: validity of issued server certificates.
-  // Default 90 days.
+  // `tls.server_lifetime`: validity of issued server certificates, 60 s to
+  // 825 days. Default 90 days.
   double server_lifetime_s = 90.0 * 86400;
   // `tls.renew_before`: share of the lifetime left at which the server
-  // certificate is renewed, 0-1. Default 1/3.
+  // certificate is renewed, greater than 0 and less than 1. Default 1/3.
   double renew_fraction = 1.0 / 3;
   // `tls.names`: DNS names and IP addresses for the server certificate's
   // subjectAltName. Default: localhost, 127.0.0.1, ::1.
@@ -56,7 +56,9 @@ struct FreshnessRule {
   // `tags`: glob over the tag (`*` any run, `?` one character), for
   // example "latest", "v*", "*-alpine".
   std::string pattern;
-  double window_s = 600; // `window`: a duration such as 30s, 10m, 6h.
+  // `window`: a duration such as 30s, 10m, 6h, at most 30 days. 0 means
+  // every request revalidates the tag upstream.
+  double window_s = 600;
 };
 
 // Which upstream requests spend the upstream's budget.
@@ -93,7 +95,9 @@ struct UpstreamConfig {
   // `freshness`: list of {tags, window}; the first matching rule applies.
   // A tag no rule matches uses `default_freshness_s`. Default: none.
   std::vector<FreshnessRule> freshness;
-  double default_freshness_s = 600; // `default_freshness`. Default 10m.
+  // `default_freshness`: window of the tags no rule matches, as
+  // `FreshnessRule::window_s`. Default 10m.
+  double default_freshness_s = 600;
   BudgetConfig budget;
 };
 
@@ -143,7 +147,9 @@ struct PrewarmConfig {
   // `images_dir`: where named sets live. Default
   // /usr/share/gatecache/images.
   std::string images_dir = "/usr/share/gatecache/images";
-  double interval_s = 21600; // `interval`: how often sets are refreshed.
+  // `interval`: how often sets are refreshed, 1 minute to 7 days.
+  // Default 6h.
+  double interval_s = 21600;
 };
 
 // `admin`: the local control endpoint used by `gatecache status`,
@@ -152,7 +158,7 @@ struct AdminConfig {
   // `socket`: Unix socket path. Default <storage.path>/admin.sock. Empty
   // string turns the socket off.
   std::string socket;
-  // `listen`: optional "address:port" for /metrics and the read-only
+  // `listen`: list of "address:port" for /metrics and the read-only
   // endpoints; loopback addresses only. Default: none.
   std::vector<ListenAddress> listen;
 };
@@ -170,8 +176,8 @@ struct LogConfig {
 
 struct Config {
   std::string source_path; // The file this was read from.
-  // `listen`: list of "address:port". Default ["127.0.0.1:5443",
-  // "[::1]:5443"].
+  // `listen`: list of "address:port", or of maps {address,
+  // client_certificates}. Default ["127.0.0.1:5443", "[::1]:5443"].
   std::vector<ListenAddress> listen;
   StorageConfig storage;
   TlsConfig tls;

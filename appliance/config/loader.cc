@@ -4,14 +4,17 @@
 // in file order, with one table of known keys per map, and collects every
 // error with the position yaml-cpp recorded for the offending node. It
 // then fills the defaults that depend on other keys (tls.dir, urls,
-// default_upstream) and checks the rules that span keys.
+// default_upstream, admin.socket) and checks the rules that span keys.
 #include <array>
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
-#include <fstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -38,11 +41,50 @@ constexpr size_t MaxEchoedValueBytes = 80;
 constexpr std::string_view SizeForm =
     "an integer number of bytes, optionally with a unit KiB, MiB, GiB, TiB, "
     "KB, MB, GB or TB";
-constexpr std::string_view DurationForm =
-    "seconds as a number, or a number with a unit ms, s, m or h, at most 24h";
+constexpr std::string_view ListenForm =
+    "\"address:port\" with an IPv4 address or a bracketed IPv6 address "
+    "and a port from 1 to 65535";
 constexpr std::string_view RegistryHostForm =
     "a registry host as image references name it: a DNS name, an IPv4 "
     "address or a bracketed IPv6 address, with an optional port";
+constexpr std::string_view ClusterNameForm =
+    "a cluster name of 1 to 63 characters: lower-case letters, digits, '_' "
+    "and '-', starting with a letter or digit";
+
+// Maximum length of a client certificate name, the upper bound RFC 5280
+// (appendix A.1, ub-common-name) sets for a subject common name.
+constexpr size_t MaxClientNameLength = 64;
+
+// Maximum length of a Unix socket path: sockaddr_un.sun_path has 108 bytes on
+// Linux, one of them for the terminating NUL.
+constexpr size_t MaxSocketPathLength = 107;
+
+// Text of the expected form of a duration within `range`.
+std::string duration_form(const DurationRange &range) {
+  std::string text =
+      "seconds as a number, or a number with a unit ms, s, m, h or d";
+  if (range.allow_zero) {
+    text += ", from 0 to " + format_duration(range.max_seconds);
+  } else if (range.min_seconds > 0) {
+    text += ", from " + format_duration(range.min_seconds) + " to " +
+            format_duration(range.max_seconds);
+  } else {
+    text += ", at most " + format_duration(range.max_seconds);
+  }
+  return text;
+}
+
+// Formats a share or factor read from the config, as "0.25".
+std::string format_number(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%g", value);
+  return buffer;
+}
+
+std::string position(const YAML::Mark &mark) {
+  return "line " + std::to_string(mark.line + 1) + ", column " +
+         std::to_string(mark.column + 1);
+}
 
 std::string system_message(int errnum) {
   return std::generic_category().message(errnum);
@@ -224,12 +266,26 @@ private:
                    std::string &out);
   bool read_list(const Entry &entry, std::string_view expected);
   void read_map(const Entry &entry, std::span<const Field> fields);
+  bool read_list_or_empty(const Entry &entry, std::string_view expected);
+  bool require_key(const Entry &entry, std::string_view name,
+                   std::string_view expected);
   void read_byte_size(const Entry &entry, uint64_t &out);
-  void read_duration(const Entry &entry, double &out);
+  void read_duration(const Entry &entry, double &out,
+                     const DurationRange &range = {});
   void read_absolute_path(const Entry &entry, std::string &out);
+  std::optional<uint64_t> read_integer(const Entry &entry, uint64_t min,
+                                       uint64_t max, std::string_view expected);
+  std::optional<double> read_number(const Entry &entry, double min, double max,
+                                    std::string_view expected);
+  bool parse_listen_value(const Entry &entry,
+                          const std::vector<ListenAddress> &existing,
+                          std::string_view expected, ListenAddress &out);
 
   bool read_root(const YAML::Node &root);
   void read_listen(const Entry &entry);
+  bool read_listen_map(const Entry &entry, ListenAddress &out);
+  void read_listen_address(const Entry &entry);
+  void read_listen_client_certificates(const Entry &entry);
   void read_storage(const Entry &entry);
   void read_storage_path(const Entry &entry);
   void read_storage_max_size(const Entry &entry);
@@ -237,11 +293,21 @@ private:
   void read_tls(const Entry &entry);
   void read_tls_names(const Entry &entry);
   void read_tls_dir(const Entry &entry);
+  void read_tls_server_lifetime(const Entry &entry);
+  void read_tls_renew_before(const Entry &entry);
   void read_upstreams(const Entry &entry);
   void read_upstream_entries(const Entry &entry);
   void read_upstream(const Entry &entry, const std::string &name);
   void read_upstream_url(const Entry &entry);
   void read_upstream_ca_file(const Entry &entry);
+  void read_upstream_freshness(const Entry &entry);
+  void read_freshness_tags(const Entry &entry);
+  void read_freshness_window(const Entry &entry);
+  void read_upstream_default_freshness(const Entry &entry);
+  void read_upstream_budget(const Entry &entry);
+  void read_budget_limit(const Entry &entry);
+  void read_budget_window(const Entry &entry);
+  void read_budget_counted(const Entry &entry);
   void read_default_upstream(const Entry &entry);
   void read_upstream_timeouts(const Entry &entry);
   void read_connect_timeout(const Entry &entry);
@@ -250,8 +316,29 @@ private:
   void read_log(const Entry &entry);
   void read_log_level(const Entry &entry);
   void read_log_access_log(const Entry &entry);
+  void read_clusters(const Entry &entry);
+  void read_cluster(const Entry &entry, const std::string &name);
+  void read_cluster_sources(const Entry &entry);
+  void read_cluster_client_names(const Entry &entry);
+  void read_cluster_weight(const Entry &entry);
+  void check_client_name(const Entry &entry, const std::string &name);
+  void read_scheduler(const Entry &entry);
+  void read_scheduler_reserve(const Entry &entry);
+  void read_scheduler_max_wait(const Entry &entry);
+  void read_scheduler_max_in_flight(const Entry &entry);
+  void read_scheduler_low_budget(const Entry &entry);
+  void read_scheduler_max_stretch(const Entry &entry);
+  void read_prewarm(const Entry &entry);
+  void read_prewarm_sets(const Entry &entry);
+  void read_prewarm_images_dir(const Entry &entry);
+  void read_prewarm_interval(const Entry &entry);
+  void read_admin(const Entry &entry);
+  void read_admin_socket(const Entry &entry);
+  void read_admin_listen(const Entry &entry);
 
   void finish(const YAML::Node &root);
+  void finish_admin();
+  void check_scheduler_shares();
 
   std::string path_;
   Config config_;
@@ -274,6 +361,31 @@ private:
   std::map<std::string, YAML::Mark> upstream_marks_;
   std::string default_upstream_text_;
   YAML::Mark default_upstream_mark_;
+  YAML::Mark storage_path_mark_;
+
+  // The `listen` entry being read in its map form.
+  ListenAddress *current_listen_ = nullptr;
+
+  // The freshness rule being read, and where its `tags` value is.
+  FreshnessRule *current_rule_ = nullptr;
+  YAML::Mark current_rule_tags_mark_;
+
+  // The cluster being read, and whether it had a `client_names` key.
+  ClusterConfig *current_cluster_ = nullptr;
+  bool client_names_present_ = false;
+  // Clusters, sources and client names seen so far: the cluster that has
+  // each and where, to report one claimed twice.
+  std::map<std::string, YAML::Mark> cluster_marks_;
+  std::map<std::string, std::pair<std::string, YAML::Mark>> source_owners_;
+  std::map<std::string, std::pair<std::string, YAML::Mark>> client_name_owners_;
+
+  std::optional<YAML::Mark> reserve_mark_;
+  std::optional<YAML::Mark> low_budget_mark_;
+
+  bool admin_socket_present_ = false;
+  // Each `admin.listen` address with where it was written, for the check
+  // against `listen` once both are known.
+  std::vector<std::pair<ListenAddress, YAML::Mark>> admin_listen_marks_;
 };
 
 void Loader::add_error(const YAML::Mark &mark, std::string_view key,
@@ -355,6 +467,34 @@ bool Loader::read_list(const Entry &entry, std::string_view expected) {
   return true;
 }
 
+// Like `read_list`, but an empty list is valid, for keys where it means
+// "none" rather than a forgotten value.
+bool Loader::read_list_or_empty(const Entry &entry, std::string_view expected) {
+  if (!entry.value.IsSequence()) {
+    wrong_type(entry, expected);
+    return false;
+  }
+  return true;
+}
+
+// Reports `name` as missing when the map `entry.value` lacks it. Returns
+// true when the key is present or the value is no map, which `read_map`
+// reported already.
+bool Loader::require_key(const Entry &entry, std::string_view name,
+                         std::string_view expected) {
+  if (!entry.value.IsMap()) {
+    return true;
+  }
+  for (auto it = entry.value.begin(); it != entry.value.end(); ++it) {
+    if (it->first.IsScalar() && it->first.Scalar() == name) {
+      return true;
+    }
+  }
+  add_error(entry.value.Mark(), entry.key + "." + std::string(name),
+            "missing (expected " + std::string(expected) + ")");
+  return false;
+}
+
 // Calls the handler of each key of the map `entry.value`. An empty value
 // counts as an empty map, so a section whose keys are all commented out
 // is valid. Unknown and repeated keys are errors. yaml-cpp 0.7 keeps both
@@ -424,17 +564,61 @@ void Loader::read_byte_size(const Entry &entry, uint64_t &out) {
   out = *size;
 }
 
-void Loader::read_duration(const Entry &entry, double &out) {
+void Loader::read_duration(const Entry &entry, double &out,
+                           const DurationRange &range) {
+  std::string expected = duration_form(range);
   std::string text;
-  if (!read_scalar(entry, DurationForm, text)) {
+  if (!read_scalar(entry, expected, text)) {
     return;
   }
-  auto seconds = parse_duration(text);
+  auto seconds = parse_duration(text, range);
   if (!seconds) {
-    invalid_value(entry, seconds.error().message, DurationForm);
+    invalid_value(entry, seconds.error().message, expected);
     return;
   }
   out = *seconds;
+}
+
+// Reads an integer from `min` to `max`. Returns nothing after reporting an
+// error.
+std::optional<uint64_t> Loader::read_integer(const Entry &entry, uint64_t min,
+                                             uint64_t max,
+                                             std::string_view expected) {
+  std::string text;
+  if (!read_scalar(entry, expected, text)) {
+    return std::nullopt;
+  }
+  auto value = parse_count(text);
+  if (!value) {
+    invalid_value(entry, value.error().message, expected);
+    return std::nullopt;
+  }
+  if (*value < min || *value > max) {
+    invalid_value(entry, "number is out of range", expected);
+    return std::nullopt;
+  }
+  return *value;
+}
+
+// Reads a decimal number from `min` to `max`, both inclusive. Returns
+// nothing after reporting an error.
+std::optional<double> Loader::read_number(const Entry &entry, double min,
+                                          double max,
+                                          std::string_view expected) {
+  std::string text;
+  if (!read_scalar(entry, expected, text)) {
+    return std::nullopt;
+  }
+  auto value = parse_decimal(text);
+  if (!value) {
+    invalid_value(entry, value.error().message, expected);
+    return std::nullopt;
+  }
+  if (*value < min || *value > max) {
+    invalid_value(entry, "number is out of range", expected);
+    return std::nullopt;
+  }
+  return *value;
 }
 
 // Relative paths are rejected rather than resolved, because the daemon's
@@ -468,6 +652,10 @@ bool Loader::read_root(const YAML::Node &root) {
       {"default_upstream", &Loader::read_default_upstream},
       {"upstream_timeouts", &Loader::read_upstream_timeouts},
       {"log", &Loader::read_log},
+      {"clusters", &Loader::read_clusters},
+      {"scheduler", &Loader::read_scheduler},
+      {"prewarm", &Loader::read_prewarm},
+      {"admin", &Loader::read_admin},
   };
 
   if (!root.IsNull() && !root.IsMap()) {
@@ -481,12 +669,38 @@ bool Loader::read_root(const YAML::Node &root) {
   return true;
 }
 
+// Parses the "address:port" scalar `entry.value` into `out`, keeping its
+// `client_auth`. Returns false after reporting a wrong type, a bad address
+// or one already in `existing`.
+bool Loader::parse_listen_value(const Entry &entry,
+                                const std::vector<ListenAddress> &existing,
+                                std::string_view expected, ListenAddress &out) {
+  std::string text;
+  if (!read_scalar(entry, expected, text)) {
+    return false;
+  }
+  auto address = parse_listen_address(text);
+  if (!address) {
+    invalid_value(entry, address.error().message, expected);
+    return false;
+  }
+  for (const ListenAddress &other : existing) {
+    if (other.host == address->host && other.port == address->port) {
+      invalid_value(entry, "duplicate address", expected);
+      return false;
+    }
+  }
+  out.host = std::move(address->host);
+  out.port = address->port;
+  return true;
+}
+
 void Loader::read_listen(const Entry &entry) {
-  constexpr std::string_view expected =
-      "\"address:port\" with an IPv4 address or a bracketed IPv6 address "
-      "and a port from 1 to 65535";
+  const std::string item_form =
+      std::string(ListenForm) +
+      ", or a map with address and client_certificates";
   listen_present_ = true;
-  if (!read_list(entry, "a list of " + std::string(expected))) {
+  if (!read_list(entry, "a list of " + std::string(ListenForm))) {
     return;
   }
 
@@ -495,21 +709,53 @@ void Loader::read_listen(const Entry &entry) {
       return;
     }
     Entry child{entry.key, entry.name, item};
-    std::string text;
-    if (!read_scalar(child, expected, text)) {
-      continue;
+    ListenAddress address;
+    bool valid = false;
+    if (item.IsMap()) {
+      valid = read_listen_map(child, address);
+    } else if (item.IsScalar()) {
+      valid = parse_listen_value(child, config_.listen, ListenForm, address);
+    } else {
+      wrong_type(child, item_form);
     }
-    auto address = parse_listen_address(text);
-    if (!address) {
-      invalid_value(child, address.error().message, expected);
-      continue;
+    if (valid) {
+      config_.listen.push_back(std::move(address));
     }
-    for (const ListenAddress &other : config_.listen) {
-      if (other.host == address->host && other.port == address->port) {
-        invalid_value(child, "duplicate address", expected);
-      }
-    }
-    config_.listen.push_back(std::move(*address));
+  }
+}
+
+// Reads the map form {address, client_certificates} of a `listen` entry.
+bool Loader::read_listen_map(const Entry &entry, ListenAddress &out) {
+  static constexpr Field fields[] = {
+      {"address", &Loader::read_listen_address},
+      {"client_certificates", &Loader::read_listen_client_certificates},
+  };
+  size_t errors_before = error_count_;
+  current_listen_ = &out;
+  read_map(entry, fields);
+  current_listen_ = nullptr;
+  require_key(entry, "address", ListenForm);
+  return error_count_ == errors_before;
+}
+
+void Loader::read_listen_address(const Entry &entry) {
+  parse_listen_value(entry, config_.listen, ListenForm, *current_listen_);
+}
+
+void Loader::read_listen_client_certificates(const Entry &entry) {
+  constexpr std::string_view expected = "none, optional or required";
+  std::string text;
+  if (!read_scalar(entry, expected, text)) {
+    return;
+  }
+  if (text == "none") {
+    current_listen_->client_auth = ListenAddress::ClientAuth::None;
+  } else if (text == "optional") {
+    current_listen_->client_auth = ListenAddress::ClientAuth::Optional;
+  } else if (text == "required") {
+    current_listen_->client_auth = ListenAddress::ClientAuth::Required;
+  } else {
+    invalid_value(entry, "unknown client certificate mode", expected);
   }
 }
 
@@ -523,6 +769,7 @@ void Loader::read_storage(const Entry &entry) {
 }
 
 void Loader::read_storage_path(const Entry &entry) {
+  storage_path_mark_ = value_mark(entry);
   read_absolute_path(entry, config_.storage.path);
 }
 
@@ -548,6 +795,8 @@ void Loader::read_tls(const Entry &entry) {
   static constexpr Field fields[] = {
       {"names", &Loader::read_tls_names},
       {"dir", &Loader::read_tls_dir},
+      {"server_lifetime", &Loader::read_tls_server_lifetime},
+      {"renew_before", &Loader::read_tls_renew_before},
   };
   read_map(entry, fields);
 }
@@ -592,6 +841,27 @@ void Loader::read_tls_names(const Entry &entry) {
 
 void Loader::read_tls_dir(const Entry &entry) {
   read_absolute_path(entry, config_.tls.dir);
+}
+
+void Loader::read_tls_server_lifetime(const Entry &entry) {
+  read_duration(
+      entry, config_.tls.server_lifetime_s,
+      {MinCertificateLifetimeSeconds, MaxCertificateLifetimeSeconds, false});
+}
+
+void Loader::read_tls_renew_before(const Entry &entry) {
+  constexpr std::string_view expected =
+      "a share of the lifetime greater than 0 and less than 1, such as 0.33";
+  auto fraction = read_number(entry, 0, 1, expected);
+  if (!fraction) {
+    return;
+  }
+  // 0 would renew only after expiry and 1 at every start.
+  if (*fraction == 0 || *fraction == 1) {
+    invalid_value(entry, "number is out of range", expected);
+    return;
+  }
+  config_.tls.renew_fraction = *fraction;
 }
 
 void Loader::read_upstreams(const Entry &entry) {
@@ -642,8 +912,7 @@ void Loader::read_upstream_entries(const Entry &entry) {
                     std::to_string(previous->second.column + 1) + ")");
       continue;
     }
-    child.value = it->second;
-    read_upstream(child, *name);
+    read_upstream(Entry{child.key, it->first, it->second}, *name);
   }
 }
 
@@ -651,13 +920,17 @@ void Loader::read_upstream(const Entry &entry, const std::string &name) {
   static constexpr Field fields[] = {
       {"url", &Loader::read_upstream_url},
       {"ca_file", &Loader::read_upstream_ca_file},
+      {"freshness", &Loader::read_upstream_freshness},
+      {"default_freshness", &Loader::read_upstream_default_freshness},
+      {"budget", &Loader::read_upstream_budget},
   };
 
   UpstreamConfig &upstream = config_.upstreams[name];
   upstream.name = name;
   upstream.docker_hub = name == "docker.io";
   if (!entry.value.IsNull() && !entry.value.IsMap()) {
-    wrong_type(entry, "a map with url and ca_file, or nothing");
+    wrong_type(entry, "a map with url, ca_file, freshness, default_freshness "
+                      "and budget, or nothing");
     return;
   }
   current_upstream_ = &upstream;
@@ -728,6 +1001,147 @@ void Loader::read_upstream_ca_file(const Entry &entry) {
     return;
   }
   current_upstream_->ca_file = std::move(path);
+}
+
+// Reads the freshness rules in file order, which is the order they are
+// tried in. A pattern written twice is an error, because the second rule
+// could never apply.
+void Loader::read_upstream_freshness(const Entry &entry) {
+  constexpr std::string_view rule_form =
+      "a map with tags (a glob such as \"v*\") and window (a duration)";
+  if (!read_list_or_empty(entry,
+                          std::string("a list of ") + std::string(rule_form))) {
+    return;
+  }
+
+  static constexpr Field fields[] = {
+      {"tags", &Loader::read_freshness_tags},
+      {"window", &Loader::read_freshness_window},
+  };
+  std::vector<FreshnessRule> &rules = current_upstream_->freshness;
+  std::map<std::string, YAML::Mark> patterns;
+  rules.clear();
+  for (const YAML::Node &item : entry.value) {
+    if (should_stop()) {
+      return;
+    }
+    Entry child{entry.key, entry.name, item};
+    if (!item.IsMap()) {
+      wrong_type(child, rule_form);
+      continue;
+    }
+
+    FreshnessRule rule;
+    size_t errors_before = error_count_;
+    current_rule_ = &rule;
+    read_map(child, fields);
+    current_rule_ = nullptr;
+    require_key(child, "tags", "a tag glob such as \"latest\" or \"v*\"");
+    require_key(child, "window", duration_form({0, MaxWindowSeconds, true}));
+    if (error_count_ != errors_before) {
+      continue;
+    }
+
+    auto [previous, inserted] =
+        patterns.emplace(rule.pattern, current_rule_tags_mark_);
+    if (!inserted) {
+      add_error(current_rule_tags_mark_, entry.key + ".tags",
+                "duplicate tag pattern '" + echo(rule.pattern) +
+                    "' (first at " + position(previous->second) +
+                    "; the first matching rule applies, so this one never "
+                    "would)");
+      continue;
+    }
+    rules.push_back(std::move(rule));
+  }
+}
+
+void Loader::read_freshness_tags(const Entry &entry) {
+  constexpr std::string_view expected =
+      "a tag glob of 1 to 128 characters: letters, digits, '_', '.', '-', "
+      "'*' for any run and '?' for one character";
+  std::string text;
+  if (!read_scalar(entry, expected, text)) {
+    return;
+  }
+  if (!is_tag_pattern(text)) {
+    invalid_value(entry, "invalid tag pattern", expected);
+    return;
+  }
+  current_rule_tags_mark_ = value_mark(entry);
+  current_rule_->pattern = std::move(text);
+}
+
+void Loader::read_freshness_window(const Entry &entry) {
+  read_duration(entry, current_rule_->window_s, {0, MaxWindowSeconds, true});
+}
+
+void Loader::read_upstream_default_freshness(const Entry &entry) {
+  read_duration(entry, current_upstream_->default_freshness_s,
+                {0, MaxWindowSeconds, true});
+}
+
+void Loader::read_upstream_budget(const Entry &entry) {
+  static constexpr Field fields[] = {
+      {"limit", &Loader::read_budget_limit},
+      {"window", &Loader::read_budget_window},
+      {"counted", &Loader::read_budget_counted},
+  };
+  read_map(entry, fields);
+}
+
+void Loader::read_budget_limit(const Entry &entry) {
+  constexpr std::string_view expected =
+      "a number of requests per window, 0 for no budget unless the "
+      "upstream announces one";
+  auto limit = read_integer(entry, 0, UINT32_MAX, expected);
+  if (limit) {
+    current_upstream_->budget.limit = *limit;
+  }
+}
+
+void Loader::read_budget_window(const Entry &entry) {
+  read_duration(entry, current_upstream_->budget.window_s,
+                {0, MaxWindowSeconds, false});
+}
+
+// An empty list is valid and means that no request counts.
+void Loader::read_budget_counted(const Entry &entry) {
+  constexpr std::string_view expected = "manifest_get, manifest_head or "
+                                        "blob_get";
+  if (!read_list_or_empty(entry, "a list of manifest_get, manifest_head and "
+                                 "blob_get, or [] for none")) {
+    return;
+  }
+
+  CountedRequests counted{false, false, false};
+  for (const YAML::Node &item : entry.value) {
+    if (should_stop()) {
+      return;
+    }
+    Entry child{entry.key, entry.name, item};
+    std::string text;
+    if (!read_scalar(child, expected, text)) {
+      continue;
+    }
+    bool *flag = nullptr;
+    if (text == "manifest_get") {
+      flag = &counted.manifest_get;
+    } else if (text == "manifest_head") {
+      flag = &counted.manifest_head;
+    } else if (text == "blob_get") {
+      flag = &counted.blob_get;
+    } else {
+      invalid_value(child, "unknown request kind", expected);
+      continue;
+    }
+    if (*flag) {
+      invalid_value(child, "duplicate request kind", expected);
+      continue;
+    }
+    *flag = true;
+  }
+  current_upstream_->budget.counted = counted;
 }
 
 void Loader::read_default_upstream(const Entry &entry) {
@@ -805,6 +1219,418 @@ void Loader::read_log_access_log(const Entry &entry) {
   config_.log.access_log = strip_trailing_slashes(std::move(text));
 }
 
+void Loader::read_clusters(const Entry &entry) {
+  if (entry.value.IsNull()) {
+    return;
+  }
+  if (!entry.value.IsMap()) {
+    wrong_type(entry, "a map from cluster name to its settings");
+    return;
+  }
+
+  for (auto it = entry.value.begin(); it != entry.value.end(); ++it) {
+    if (should_stop()) {
+      return;
+    }
+    Entry child{entry.key, it->first, it->first};
+    std::string name;
+    if (!read_scalar(child, ClusterNameForm, name)) {
+      continue;
+    }
+    child.key = entry.key + "." + echo(name);
+    if (!is_cluster_name(name)) {
+      invalid_value(child, "invalid cluster name", ClusterNameForm);
+      continue;
+    }
+    // With no clusters configured every client is in a cluster named
+    // "default"; a configured one of that name would read as the same.
+    if (name == "default") {
+      invalid_value(child, "reserved cluster name",
+                    std::string(ClusterNameForm) + ", other than default");
+      continue;
+    }
+    auto [previous, inserted] = cluster_marks_.emplace(name, it->first.Mark());
+    if (!inserted) {
+      add_error(it->first.Mark(), child.key,
+                "duplicate key (first at " + position(previous->second) + ")");
+      continue;
+    }
+    // A new Entry, because assigning to child.value would rebind the key
+    // node it shares with child.name (yaml-cpp assigns through handles).
+    read_cluster(Entry{child.key, it->first, it->second}, name);
+  }
+}
+
+// Reads one cluster. An empty value is valid: the cluster is then named by
+// client certificates whose common name is the cluster name.
+void Loader::read_cluster(const Entry &entry, const std::string &name) {
+  static constexpr Field fields[] = {
+      {"sources", &Loader::read_cluster_sources},
+      {"client_names", &Loader::read_cluster_client_names},
+      {"weight", &Loader::read_cluster_weight},
+  };
+  if (!entry.value.IsNull() && !entry.value.IsMap()) {
+    wrong_type(entry, "a map with sources, client_names and weight, or "
+                      "nothing");
+    return;
+  }
+
+  ClusterConfig cluster;
+  cluster.name = name;
+  size_t errors_before = error_count_;
+  current_cluster_ = &cluster;
+  client_names_present_ = false;
+  read_map(entry, fields);
+  if (!client_names_present_) {
+    Entry name_entry{entry.key + ".client_names", entry.name, entry.name};
+    check_client_name(name_entry, name);
+    cluster.client_names.push_back(name);
+  }
+  current_cluster_ = nullptr;
+
+  if (error_count_ == errors_before && cluster.sources.empty() &&
+      cluster.client_names.empty()) {
+    add_error(entry.name.Mark(), entry.key,
+              "cluster has no sources and no client names, so no client "
+              "can belong to it (expected at least one of either)");
+  }
+  config_.clusters.push_back(std::move(cluster));
+}
+
+// Reads `sources`. The same network in two clusters is an error, because
+// a client from it could belong to either. Networks that only overlap are
+// valid: the longest prefix wins.
+void Loader::read_cluster_sources(const Entry &entry) {
+  constexpr std::string_view expected =
+      "an IP network \"address/prefix\" with no host bits set, or a single "
+      "IP address";
+  if (!read_list(entry, "a list of IP networks and addresses")) {
+    return;
+  }
+
+  for (const YAML::Node &item : entry.value) {
+    if (should_stop()) {
+      return;
+    }
+    Entry child{entry.key, entry.name, item};
+    std::string text;
+    if (!read_scalar(child, expected, text)) {
+      continue;
+    }
+    auto cidr = parse_cidr(text);
+    if (!cidr) {
+      invalid_value(child, cidr.error().message, expected);
+      continue;
+    }
+    auto [previous, inserted] = source_owners_.emplace(
+        cidr->str(), std::make_pair(current_cluster_->name, value_mark(child)));
+    if (!inserted) {
+      const auto &[owner, mark] = previous->second;
+      std::string where =
+          owner == current_cluster_->name
+              ? "duplicate network"
+              : "network is also a source of cluster '" + owner + "'";
+      invalid_value(child,
+                    where + " (" + cidr->str() + ", first at " +
+                        position(mark) + ")",
+                    expected);
+      continue;
+    }
+    current_cluster_->sources.push_back(std::move(*cidr));
+  }
+}
+
+// Reads `client_names`. An empty list is valid: the cluster is then named
+// by its sources alone.
+void Loader::read_cluster_client_names(const Entry &entry) {
+  client_names_present_ = true;
+  if (!read_list_or_empty(entry, "a list of client certificate common "
+                                 "names, or [] for none")) {
+    return;
+  }
+
+  for (const YAML::Node &item : entry.value) {
+    if (should_stop()) {
+      return;
+    }
+    Entry child{entry.key, entry.name, item};
+    std::string name;
+    if (!read_scalar(child, "a client certificate common name", name)) {
+      continue;
+    }
+    size_t errors_before = error_count_;
+    check_client_name(child, name);
+    if (error_count_ == errors_before) {
+      current_cluster_->client_names.push_back(std::move(name));
+    }
+  }
+}
+
+// Checks one client name of the current cluster and records it. A name
+// in two clusters is an error, because a certificate must identify one.
+void Loader::check_client_name(const Entry &entry, const std::string &name) {
+  constexpr std::string_view expected =
+      "a client certificate common name of 1 to 64 characters with no "
+      "control characters";
+  if (name.empty() || name.size() > MaxClientNameLength ||
+      has_control_character(name)) {
+    add_error(value_mark(entry), entry.key,
+              "invalid client name (value '" + echo(name) + "'; expected " +
+                  std::string(expected) + ")");
+    return;
+  }
+  auto [previous, inserted] = client_name_owners_.emplace(
+      name, std::make_pair(current_cluster_->name, value_mark(entry)));
+  if (inserted) {
+    return;
+  }
+  const auto &[owner, mark] = previous->second;
+  std::string what =
+      owner == current_cluster_->name
+          ? "duplicate client name"
+          : "client name also belongs to cluster '" + owner + "'";
+  add_error(value_mark(entry), entry.key,
+            what + " (value '" + echo(name) + "', first at " + position(mark) +
+                "; expected a name no other cluster uses, set with "
+                "client_names)");
+}
+
+void Loader::read_cluster_weight(const Entry &entry) {
+  auto weight = read_integer(entry, 1, 1000, "an integer from 1 to 1000");
+  if (weight) {
+    current_cluster_->weight = static_cast<unsigned>(*weight);
+  }
+}
+
+void Loader::read_scheduler(const Entry &entry) {
+  static constexpr Field fields[] = {
+      {"reserve", &Loader::read_scheduler_reserve},
+      {"max_wait", &Loader::read_scheduler_max_wait},
+      {"max_in_flight", &Loader::read_scheduler_max_in_flight},
+      {"low_budget", &Loader::read_scheduler_low_budget},
+      {"max_stretch", &Loader::read_scheduler_max_stretch},
+  };
+  read_map(entry, fields);
+}
+
+void Loader::read_scheduler_reserve(const Entry &entry) {
+  // A reserve of the whole limit would leave nothing for revalidation.
+  auto share = read_number(entry, 0, 0.9, "a share of the limit from 0 to 0.9");
+  if (share) {
+    config_.scheduler.reserve_fraction = *share;
+    reserve_mark_ = value_mark(entry);
+  }
+}
+
+void Loader::read_scheduler_max_wait(const Entry &entry) {
+  read_duration(entry, config_.scheduler.max_wait_s);
+}
+
+void Loader::read_scheduler_max_in_flight(const Entry &entry) {
+  auto count = read_integer(entry, 1, 1024, "an integer from 1 to 1024");
+  if (count) {
+    config_.scheduler.max_in_flight = static_cast<unsigned>(*count);
+  }
+}
+
+void Loader::read_scheduler_low_budget(const Entry &entry) {
+  auto share = read_number(entry, 0, 1, "a share of the limit from 0 to 1");
+  if (share) {
+    config_.scheduler.low_budget_fraction = *share;
+    low_budget_mark_ = value_mark(entry);
+  }
+}
+
+void Loader::read_scheduler_max_stretch(const Entry &entry) {
+  auto factor = read_number(entry, 1, 100, "a factor from 1 to 100");
+  if (factor) {
+    config_.scheduler.max_stretch = *factor;
+  }
+}
+
+void Loader::read_prewarm(const Entry &entry) {
+  static constexpr Field fields[] = {
+      {"sets", &Loader::read_prewarm_sets},
+      {"images_dir", &Loader::read_prewarm_images_dir},
+      {"interval", &Loader::read_prewarm_interval},
+  };
+  read_map(entry, fields);
+}
+
+// Reads `sets`: names resolved in `images_dir` when a set is loaded, or
+// absolute paths. The files are not read here, so a set added later needs
+// no config change.
+void Loader::read_prewarm_sets(const Entry &entry) {
+  constexpr std::string_view expected =
+      "an image set name (a file in prewarm.images_dir without .yaml) or "
+      "an absolute path to a set file";
+  if (!read_list_or_empty(entry, "a list of image set names and paths")) {
+    return;
+  }
+
+  std::map<std::string, YAML::Mark> seen;
+  for (const YAML::Node &item : entry.value) {
+    if (should_stop()) {
+      return;
+    }
+    Entry child{entry.key, entry.name, item};
+    std::string text;
+    if (!read_scalar(child, expected, text)) {
+      continue;
+    }
+    if (text.starts_with('/')) {
+      if (has_control_character(text)) {
+        invalid_value(child, "path contains a control character", expected);
+        continue;
+      }
+      if (text.ends_with('/')) {
+        invalid_value(child, "path names a directory", expected);
+        continue;
+      }
+    } else if (auto valid = check_image_set_name(text); !valid) {
+      invalid_value(child, valid.error().message, expected);
+      continue;
+    }
+    auto [previous, inserted] = seen.emplace(text, value_mark(child));
+    if (!inserted) {
+      invalid_value(child,
+                    "duplicate image set (first at " +
+                        position(previous->second) + ")",
+                    expected);
+      continue;
+    }
+    config_.prewarm.sets.push_back(std::move(text));
+  }
+}
+
+void Loader::read_prewarm_images_dir(const Entry &entry) {
+  read_absolute_path(entry, config_.prewarm.images_dir);
+}
+
+void Loader::read_prewarm_interval(const Entry &entry) {
+  read_duration(entry, config_.prewarm.interval_s,
+                {MinPrewarmIntervalSeconds, MaxPrewarmIntervalSeconds, false});
+}
+
+void Loader::read_admin(const Entry &entry) {
+  static constexpr Field fields[] = {
+      {"socket", &Loader::read_admin_socket},
+      {"listen", &Loader::read_admin_listen},
+  };
+  read_map(entry, fields);
+}
+
+void Loader::read_admin_socket(const Entry &entry) {
+  constexpr std::string_view expected =
+      "an absolute path of at most 107 bytes, or \"\" to turn the socket off";
+  std::string text;
+  if (!read_scalar(entry, expected, text)) {
+    return;
+  }
+  admin_socket_present_ = true;
+  if (text.empty()) {
+    config_.admin.socket.clear();
+    return;
+  }
+  if (has_control_character(text)) {
+    invalid_value(entry, "path contains a control character", expected);
+    return;
+  }
+  if (!text.starts_with('/')) {
+    invalid_value(entry, "relative path", expected);
+    return;
+  }
+  if (text.ends_with('/')) {
+    invalid_value(entry, "path names a directory", expected);
+    return;
+  }
+  if (text.size() > MaxSocketPathLength) {
+    invalid_value(entry, "path is too long for a Unix socket", expected);
+    return;
+  }
+  config_.admin.socket = std::move(text);
+}
+
+// Reads `admin.listen`. Only loopback addresses are valid, because the
+// admin endpoint has no authentication.
+void Loader::read_admin_listen(const Entry &entry) {
+  constexpr std::string_view expected =
+      "\"address:port\" with a loopback address (127.0.0.0/8 or [::1]) and "
+      "a port from 1 to 65535";
+  if (!read_list_or_empty(entry, "a list of " + std::string(expected))) {
+    return;
+  }
+
+  config_.admin.listen.clear();
+  for (const YAML::Node &item : entry.value) {
+    if (should_stop()) {
+      return;
+    }
+    Entry child{entry.key, entry.name, item};
+    ListenAddress address;
+    if (!parse_listen_value(child, config_.admin.listen, expected, address)) {
+      continue;
+    }
+    if (!is_loopback_address(address.host)) {
+      invalid_value(child, "not a loopback address", expected);
+      continue;
+    }
+    admin_listen_marks_.emplace_back(address, value_mark(child));
+    config_.admin.listen.push_back(std::move(address));
+  }
+}
+
+// Fills the default admin socket and checks that no admin address is one
+// the registry listens on.
+void Loader::finish_admin() {
+  if (!admin_socket_present_) {
+    config_.admin.socket =
+        (std::filesystem::path(config_.storage.path) / "admin.sock").string();
+    if (config_.admin.socket.size() > MaxSocketPathLength) {
+      add_error(storage_path_mark_, "admin.socket",
+                "the default path '" + echo(config_.admin.socket) +
+                    "' is too long for a Unix socket (expected admin.socket "
+                    "set to an absolute path of at most 107 bytes, or a "
+                    "shorter storage.path)");
+    }
+  }
+
+  for (const auto &[admin, mark] : admin_listen_marks_) {
+    for (const ListenAddress &registry : config_.listen) {
+      bool any_ipv4 = registry.host == "0.0.0.0" &&
+                      admin.host.find(':') == std::string::npos;
+      bool any = registry.host == "::" || any_ipv4;
+      if (registry.port == admin.port && (registry.host == admin.host || any)) {
+        add_error(mark, "admin.listen",
+                  "address is also served by listen entry '" + registry.str() +
+                      "' (value '" + admin.str() +
+                      "'; expected an address and port the registry does "
+                      "not listen on)");
+      }
+    }
+  }
+}
+
+// Checks that `low_budget` is at least `reserve`. Freshness windows
+// stretch from 1 at the low_budget share to max_stretch at the reserve
+// share, so a low_budget below the reserve leaves no range to stretch over.
+void Loader::check_scheduler_shares() {
+  const SchedulerConfig &scheduler = config_.scheduler;
+  if (scheduler.low_budget_fraction >= scheduler.reserve_fraction) {
+    return;
+  }
+  std::string message = "scheduler.low_budget " +
+                        format_number(scheduler.low_budget_fraction) +
+                        " is below scheduler.reserve " +
+                        format_number(scheduler.reserve_fraction) +
+                        " (expected low_budget at least as large as reserve)";
+  if (low_budget_mark_) {
+    add_error(*low_budget_mark_, "scheduler.low_budget", message);
+  } else if (reserve_mark_) {
+    add_error(*reserve_mark_, "scheduler.reserve", message);
+  }
+}
+
 // Fills the defaults that depend on other keys and checks the rules that
 // span several keys.
 void Loader::finish(const YAML::Node &root) {
@@ -851,6 +1677,9 @@ void Loader::finish(const YAML::Node &root) {
   } else if (config_.upstreams.size() == 1) {
     config_.default_upstream = config_.upstreams.begin()->first;
   }
+
+  finish_admin();
+  check_scheduler_shares();
 }
 
 Result<std::shared_ptr<const Config>> Loader::load(const std::string &text) {

@@ -8,67 +8,19 @@
 #include <catch2/catch.hpp>
 
 #include "appliance/config/config.h"
+#include "tests/unit/config/test_support.h"
 
 using gatecache::ErrorCode;
 using gatecache::config::Config;
 using gatecache::config::load_config;
-
-namespace {
-
-// A directory under $TMPDIR (or /tmp) that is removed with its contents.
-class TempDir {
-public:
-  TempDir() {
-    const char *base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base != nullptr ? base : "/tmp") +
-                          "/gatecache-config-test-XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) {
-      FAIL("mkdtemp failed for " << pattern);
-    }
-    path_ = pattern;
-  }
-
-  ~TempDir() {
-    std::error_code error;
-    std::filesystem::remove_all(path_, error);
-  }
-
-  TempDir(const TempDir &) = delete;
-  TempDir &operator=(const TempDir &) = delete;
-
-  const std::string &path() const { return path_; }
-
-  // Writes `text` to `name` in the directory and returns the full path.
-  std::string write(const std::string &name, const std::string &text) const {
-    std::string file = path_ + "/" + name;
-    std::ofstream out(file, std::ios::binary);
-    out << text;
-    out.close();
-    REQUIRE(out.good());
-    return file;
-  }
-
-private:
-  std::string path_;
-};
-
-struct Loaded {
-  std::string path;
-  gatecache::Result<std::shared_ptr<const Config>> result;
-};
-
-Loaded load_text(const TempDir &dir, const std::string &text) {
-  std::string path = dir.write("gatecache.yaml", text);
-  return {path, load_config(path)};
-}
-
-} // namespace
+using gatecache::config::test::load_text;
+using gatecache::config::test::TempDir;
 
 TEST_CASE("config loader reads every key", "[config]") {
   TempDir dir;
-  std::string ca_file = dir.write(
-      "ca.pem", "-----BEGIN CERTIFICATE-----\nnot parsed here\n"
-                "-----END CERTIFICATE-----\n");
+  std::string ca_file =
+      dir.write("ca.pem", "-----BEGIN CERTIFICATE-----\nnot parsed here\n"
+                          "-----END CERTIFICATE-----\n");
   auto loaded = load_text(dir, R"(
 listen:
   - "0.0.0.0:443"
@@ -218,13 +170,14 @@ TEST_CASE("config loader reports errors with position", "[config]") {
       // Unknown keys.
       {up + "listne: []\n",
        "3:1: key 'listne': unknown key (expected one of listen, storage, tls, "
-       "upstreams, default_upstream, upstream_timeouts, log)"},
+       "upstreams, default_upstream, upstream_timeouts, log, clusters, "
+       "scheduler, prewarm, admin)"},
       {up + "storage:\n  size: 1\n",
        "4:3: key 'storage.size': unknown key (expected one of path, "
        "max_size, index_map_size)"},
       {"upstreams:\n  docker.io: {mirror: x}\n",
        "2:15: key 'upstreams.docker.io.mirror': unknown key (expected one of "
-       "url, ca_file)"},
+       "url, ca_file, freshness, default_freshness, budget)"},
       {up + "log: {level: info, format: json}\n",
        "3:20: key 'log.format': unknown key (expected one of level, "
        "access_log)"},
@@ -246,7 +199,8 @@ TEST_CASE("config loader reports errors with position", "[config]") {
        "from registry host to its settings)"},
       {"upstreams:\n  docker.io: https://x\n",
        "2:14: key 'upstreams.docker.io': wrong type (value is a string; "
-       "expected a map with url and ca_file, or nothing)"},
+       "expected a map with url, ca_file, freshness, default_freshness and "
+       "budget, or nothing)"},
       {"- a\n- b\n",
        "1:1: wrong type (value is a list; expected a map of settings)"},
       // Bad values.
@@ -293,15 +247,15 @@ TEST_CASE("config loader reports errors with position", "[config]") {
       {up + "upstream_timeouts:\n  connect: 10 days\n",
        "4:12: key 'upstream_timeouts.connect': unknown duration unit (value "
        "'10 days'; expected seconds as a number, or a number with a unit "
-       "ms, s, m or h, at most 24h)"},
+       "ms, s, m, h or d, at most 24h)"},
       {up + "upstream_timeouts:\n  idle: -5\n",
        "4:9: key 'upstream_timeouts.idle': invalid duration (value '-5'; "
-       "expected seconds as a number, or a number with a unit ms, s, m or "
-       "h, at most 24h)"},
+       "expected seconds as a number, or a number with a unit ms, s, m, h "
+       "or d, at most 24h)"},
       {up + "upstream_timeouts:\n  response: 0s\n",
        "4:13: key 'upstream_timeouts.response': duration must be greater "
        "than 0 (value '0s'; expected seconds as a number, or a number with "
-       "a unit ms, s, m or h, at most 24h)"},
+       "a unit ms, s, m, h or d, at most 24h)"},
       {up + "log:\n  level: verbose\n",
        "4:10: key 'log.level': unknown log level (value 'verbose'; expected "
        "debug, info, warn or error)"},
