@@ -25,6 +25,7 @@ from support.containerd import (  # noqa: E402
     write_hosts_toml,
 )
 from support.gatecache import Gatecache, Upstream  # noqa: E402
+from support.hub_emulator import hub_emulator  # noqa: E402,F401
 from support.images import BIG_TAG, MULTI_TAG, build_images  # noqa: E402
 from support.procs import tail  # noqa: E402
 from support.registry import Registry  # noqa: E402
