@@ -9,7 +9,7 @@ BUILD_PACKAGES="build-essential cmake ninja-build pkg-config git
   libcli11-dev libsystemd-dev libexpected-dev catch2 openssl ca-certificates"
 TEST_PACKAGES="python3 python3-pytest docker-registry skopeo containerd runc
   umoci busybox-static nghttp2-client curl iproute2 util-linux
-  ansible-core ansible-lint python3-tomlkit"
+  ansible-core ansible-lint python3-tomlkit systemd dpkg-dev"
 
 packages="$BUILD_PACKAGES"
 if [ "${1:-}" = "--with-tests" ]; then
