@@ -87,10 +87,19 @@ class Gatecache:
 
     The daemon creates its CA on first start; clients trust `ca_cert`.
     Stopping keeps the state, so `start()` again reuses the cache.
+
+    The optional settings are written as the config keys of the same name,
+    with the values as given:
+    - `upstream_options`: upstream name to a dict of extra keys of that
+      upstream, such as `freshness`, `default_freshness` or `budget`;
+    - `clusters`: cluster name to {sources, client_names, weight};
+    - `scheduler`, `prewarm`, `admin`: dicts of those sections.
     """
 
     def __init__(self, binary, workdir, upstreams, default_upstream=None,
-                 max_size="10GiB", log_level="debug", name="gatecache"):
+                 max_size="10GiB", log_level="debug", name="gatecache",
+                 upstream_options=None, clusters=None, scheduler=None,
+                 prewarm=None, admin=None):
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +111,11 @@ class Gatecache:
         self.max_size = max_size
         self.log_level = log_level
         self.name = name
+        self.upstream_options = dict(upstream_options or {})
+        self.clusters = clusters
+        self.scheduler = scheduler
+        self.prewarm = prewarm
+        self.admin = admin
         self.port = None
         self.process = None
 
@@ -183,6 +197,9 @@ class Gatecache:
                 f"    url: {quote(upstream.url)}",
                 f"    ca_file: {quote(upstream.ca_file)}",
             ]
+            options = self.upstream_options.get(upstream.name, {})
+            lines += [f"    {key}: {json.dumps(value)}"
+                      for key, value in options.items()]
         if self.default_upstream:
             lines.append(f"default_upstream: {quote(self.default_upstream)}")
         lines += [
@@ -190,6 +207,11 @@ class Gatecache:
             f"  level: {self.log_level}",
             f"  access_log: {quote(self.access_log_path)}",
         ]
+        # JSON is valid YAML flow style, so each section fits on one line.
+        for key in ("clusters", "scheduler", "prewarm", "admin"):
+            value = getattr(self, key)
+            if value is not None:
+                lines.append(f"{key}: {json.dumps(value)}")
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def access_entries(self):
