@@ -45,6 +45,12 @@ class PlaybookRun:
     changed: int
     failed: int
 
+    @property
+    def text(self):
+        """The output with the JSON escapes of task results undone, so that
+        a message can be matched as the role wrote it."""
+        return self.output.replace('\\"', '"').replace("\\n", "\n")
+
     def describe(self):
         return f"ansible-playbook exit code {self.returncode}\n{self.output}"
 
@@ -58,6 +64,9 @@ class Playbook:
     def __init__(self, workdir, role, gather_facts=False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # An empty ansible.cfg of its own keeps a user's or the machine's
+        # settings out of the run.
+        (self.workdir / "ansible.cfg").write_text("[defaults]\n")
         self.path = self.workdir / f"{role}.yml"
         self.path.write_text(
             "---\n"
@@ -101,7 +110,6 @@ class Playbook:
             ANSIBLE_FORCE_COLOR="0",
             ANSIBLE_RETRY_FILES_ENABLED="0",
             ANSIBLE_DEPRECATION_WARNINGS="0",
-            # A user's or the machine's ansible.cfg must not change the run.
             ANSIBLE_CONFIG=str(self.workdir / "ansible.cfg"),
         )
         return environment

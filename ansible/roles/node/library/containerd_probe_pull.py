@@ -190,11 +190,37 @@ class Node:
         _, out, _ = self.run(self.ctr_argv("content", "ls", "--quiet"))
         return set(line.strip() for line in out.splitlines() if line.strip())
 
-    def remove(self, reference):
+    def names_of(self, reference, repository_name):
+        """Return `reference` and the names the CRI plugin added for it.
+
+        When an image appears in its namespace, the CRI plugin adds an
+        image named by its ID ("sha256:<config digest>") and one by
+        repository digest ("<name>@sha256:..."), both pointing at the same
+        manifest. They keep the content alive, so they go too. Other names
+        for the same image stay.
+        """
+        _, out, _ = self.run(self.ctr_argv("images", "ls"))
+        # Columns: REF TYPE DIGEST SIZE PLATFORMS LABELS.
+        rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+        digest = next((row[2] for row in rows
+                       if len(row) > 2 and row[0] == reference), None)
+        if digest is None:
+            return [reference]
+        names = {reference}
+        for row in rows:
+            if len(row) > 2 and row[2] == digest and (
+                    row[0] == "%s@%s" % (repository_name, digest)
+                    or re.match(r"^sha256:[0-9a-f]{64}$", row[0])):
+                names.add(row[0])
+        return sorted(names)
+
+    def remove(self, reference, repository_name):
+        """Remove the image and wait for garbage collection of its content."""
         if self.crictl:
             # crictl answers non-zero when the image is absent; that is fine.
             self.run(self.crictl_argv("rmi", reference), check=False)
-        self.run(self.ctr_argv("images", "rm", "--sync", reference), check=False)
+        names = self.names_of(reference, repository_name)
+        self.run(self.ctr_argv("images", "rm", "--sync", *names), check=False)
 
     def crictl_argv(self, *args):
         endpoint = "unix://" + self.module.params["address"]
@@ -257,7 +283,7 @@ def main():
                 % module.params["address"],
             cri_status=status, **result)
     result["cri_status"] = status
-    node.remove(full)
+    node.remove(full, "%s/%s" % (registry, repository))
     before = node.content()
     method = node.pull(full)
     fetched = sorted(node.content() - before)
