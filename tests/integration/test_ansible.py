@@ -305,11 +305,11 @@ def test_containerd_pulls_through_gatecache(layout, node, gatecache, registry,
     result = node.apply()
     assert result.returncode == 0, result.describe()
 
-    # containerd 1.6 loads a version 3 file but ignores its tables, so for
-    # that layout this checks that the file loads and that the hosts.toml
-    # works; the version 3 table itself is checked as TOML above. The
-    # missing-config layout runs without the CRI plugin, whose defaults
-    # would create /etc/cni/net.d on this machine.
+    # containerd 1.6 loads a version 3 file but ignores its tables. For that
+    # layout this checks that the file loads and that the hosts.toml works,
+    # and the version 3 table itself is checked as TOML above. The v3 and
+    # missing layouts run without the CRI plugin, because its defaults would
+    # create /etc/cni/net.d on this machine.
     daemon = ImportingContainerd(tmp_path / "containerd", node.config,
                                  cri=(layout == "v2-trap"))
     try:
@@ -465,6 +465,17 @@ def test_gateway_config_passes_check_config(gateway, gatecache_bin, registry,
     text = config.read_text()
     assert "unused.example.internal" not in text
     assert f'"{registry.host}":' in text
+
+
+def test_gateway_check_mode_changes_nothing(gateway):
+    playbook, variables = gateway
+
+    result = playbook.run(variables, check=True, diff=True)
+
+    assert result.returncode == 0, result.describe()
+    assert result.changed > 0, result.describe()
+    assert not Path(variables["gatecache_config_path"]).exists()
+    assert "+  path: " in result.text, result.describe()
 
 
 def test_gateway_config_with_clusters(gateway):

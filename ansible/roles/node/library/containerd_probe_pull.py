@@ -107,8 +107,8 @@ DOCKER_HUB = "docker.io"
 def normalize(image):
     """Return (registry, repository, reference, full reference).
 
-    The first path segment names a registry when it contains '.' or ':' or
-    is 'localhost', as in Docker's reference grammar; otherwise the image
+    As in Docker's reference grammar, the first path segment names a
+    registry when it contains '.' or ':' or is 'localhost'. Any other image
     is on Docker Hub, where single-segment names get 'library/'.
     """
     name, digest = image, ""
@@ -217,7 +217,7 @@ class Node:
     def remove(self, reference, repository_name):
         """Remove the image and wait for garbage collection of its content."""
         if self.crictl:
-            # crictl answers non-zero when the image is absent; that is fine.
+            # crictl exits non-zero when the image is absent, which is fine.
             self.run(self.crictl_argv("rmi", reference), check=False)
         names = self.names_of(reference, repository_name)
         self.run(self.ctr_argv("images", "rm", "--sync", *names), check=False)

@@ -148,8 +148,7 @@ NEW_FILE_TEMPLATE = (
 )
 
 
-# Where containerd reads the CRI registry settings, by the version header
-# of config.toml:
+# Registry table containerd reads, by the version header of config.toml:
 # - version 1 (no header): [plugins.cri.registry], read by containerd 1.x
 #   only (containerd 2.0 no longer reads version 1 files);
 # - version 2: [plugins."io.containerd.grpc.v1.cri".registry], read by
@@ -171,7 +170,8 @@ NEW_FILE_VERSION = {1: 2, 2: 3}
 
 
 class ConfigError(Exception):
-    """The file cannot be changed safely; the message says why and how."""
+    """A config.toml that cannot be changed safely; the message gives the
+    reason and the fix."""
 
 
 def table_name(path):
