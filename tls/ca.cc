@@ -7,11 +7,13 @@
 #include <system_error>
 
 #include <openssl/rand.h>
+#include <pwd.h>
 #include <spdlog/fmt/fmt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "tls/ca_files.h"
 #include "tls/issuer.h"
 #include "tls/openssl_ptr.h"
 #include "tls/pem_file.h"
@@ -25,65 +27,6 @@ using Clock = std::chrono::system_clock;
 // RFC 5280 appendix A limits a common name to 64 characters.
 constexpr size_t MaxCommonNameLength = 64;
 constexpr std::string_view CaNamePrefix = "gatecache CA ";
-
-struct KeyPair {
-  EvpPkeyPtr key;
-  X509Ptr certificate;
-};
-
-std::string format_time(Clock::time_point when) {
-  std::time_t seconds = Clock::to_time_t(when);
-  std::tm parts{};
-  gmtime_r(&seconds, &parts);
-  char text[32];
-  if (std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &parts) == 0) {
-    return "invalid time";
-  }
-  return text;
-}
-
-Result<bool> file_exists(const fs::path &path) {
-  std::error_code error;
-  fs::file_status status = fs::symlink_status(path, error);
-  if (error && error != std::errc::no_such_file_or_directory) {
-    return fail(ErrorCode::Io,
-                "failed to stat " + path.string() + ": " + error.message());
-  }
-  return fs::exists(status);
-}
-
-std::string hex_id(size_t bytes) {
-  unsigned char random[16] = {};
-  bytes = std::min(bytes, sizeof(random));
-  if (RAND_bytes(random, static_cast<int>(bytes)) != 1) {
-    // The id only distinguishes CAs in a trust store, so a weak one is fine.
-    uint64_t fallback = static_cast<uint64_t>(::getpid()) ^
-                        static_cast<uint64_t>(std::time(nullptr));
-    return fmt::format("{:016x}", fallback).substr(0, bytes * 2);
-  }
-  std::string text;
-  for (size_t i = 0; i < bytes; ++i) {
-    text += fmt::format("{:02x}", random[i]);
-  }
-  return text;
-}
-
-// Returns "gatecache CA <host name>" so that an operator can tell the CAs
-// of several gateways apart, or a random id when the host name is unusable.
-std::string ca_common_name() {
-  char host[256] = {};
-  std::string_view name;
-  if (::gethostname(host, sizeof(host) - 1) == 0) {
-    name = host;
-  }
-  bool printable = std::all_of(name.begin(), name.end(),
-                               [](char c) { return c > ' ' && c < 0x7f; });
-  if (name.empty() || !printable) {
-    return std::string(CaNamePrefix) + hex_id(4);
-  }
-  size_t room = MaxCommonNameLength - CaNamePrefix.size();
-  return std::string(CaNamePrefix) + std::string(name.substr(0, room));
-}
 
 Result<void> check_key_matches(const KeyPair &pair, const fs::path &key_path,
                                const fs::path &cert_path) {
@@ -109,26 +52,6 @@ Result<KeyPair> read_pair(const fs::path &key_path, const fs::path &cert_path) {
   return KeyPair{std::move(*key), std::move(*certificate)};
 }
 
-// Loads and checks an existing CA.
-Result<KeyPair> load_ca(const TlsPaths &paths) {
-  if (auto permissions = check_key_permissions(paths.ca_key()); !permissions) {
-    return tl::unexpected(permissions.error());
-  }
-  auto ca = read_pair(paths.ca_key(), paths.ca_cert());
-  if (!ca) {
-    return ca;
-  }
-  if (auto matches = check_key_matches(*ca, paths.ca_key(), paths.ca_cert());
-      !matches) {
-    return tl::unexpected(matches.error());
-  }
-  if (X509_check_ca(ca->certificate.get()) == 0) {
-    return fail(ErrorCode::Invalid,
-                paths.ca_cert().string() + " is not a CA certificate");
-  }
-  return ca;
-}
-
 // Describes which CA file exists when only one does, and how to recover.
 Error half_present_ca(const fs::path &present, const fs::path &missing) {
   return Error{
@@ -140,46 +63,17 @@ Error half_present_ca(const fs::path &present, const fs::path &missing) {
                   present.string())};
 }
 
-Result<void> create_ca(const TlsPaths &paths, Clock::time_point now) {
-  std::error_code error;
-  fs::create_directories(paths.dir, error);
-  if (error) {
-    return fail(ErrorCode::Io, "failed to create " + paths.dir.string() + ": " +
-                                   error.message());
-  }
+// Returns the login name of `uid`, or the number when it has none.
+std::string user_name(uid_t uid) {
+  struct passwd entry {};
 
-  auto key = generate_key();
-  if (!key) {
-    return tl::unexpected(key.error());
+  struct passwd *found = nullptr;
+  char buffer[1024];
+  if (::getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 &&
+      found != nullptr) {
+    return found->pw_name;
   }
-  CertificateRequest request;
-  request.profile = CertificateProfile::RootCa;
-  request.common_name = ca_common_name();
-  request.not_before = now - ClockSkewAllowance;
-  request.not_after = now + CaLifetime;
-  auto certificate =
-      issue_certificate(request, key->get(), Signer{nullptr, key->get()});
-  if (!certificate) {
-    return tl::unexpected(certificate.error());
-  }
-
-  if (auto written =
-          write_private_key(paths.ca_key(), key->get(), ExistingFile::Keep);
-      !written) {
-    return written;
-  }
-  if (auto written = write_certificate(paths.ca_cert(), certificate->get(),
-                                       ExistingFile::Keep);
-      !written) {
-    // Nothing can trust a key without its certificate yet, so removing it
-    // avoids leaving a half-present CA behind.
-    ::unlink(paths.ca_key().c_str());
-    return written;
-  }
-  GC_LOG(Tls, info, "Created CA \"{}\" valid until {} dir={}",
-         request.common_name, format_time(request.not_after),
-         paths.dir.string());
-  return {};
+  return std::to_string(uid);
 }
 
 Result<std::vector<SubjectAltName>>
@@ -226,12 +120,20 @@ std::string read_common_name(X509 *certificate) {
   return name;
 }
 
-bool is_signed_by(X509 *certificate, const KeyPair &ca) {
-  bool issued =
-      X509_check_issued(ca.certificate.get(), certificate) == X509_V_OK &&
-      X509_verify(certificate, ca.key.get()) == 1;
-  take_openssl_errors();
-  return issued;
+std::string hex_id(size_t bytes) {
+  unsigned char random[16] = {};
+  bytes = std::min(bytes, sizeof(random));
+  if (RAND_bytes(random, static_cast<int>(bytes)) != 1) {
+    // The id only distinguishes CAs in a trust store, so a weak one is fine.
+    uint64_t fallback = static_cast<uint64_t>(::getpid()) ^
+                        static_cast<uint64_t>(std::time(nullptr));
+    return fmt::format("{:016x}", fallback).substr(0, bytes * 2);
+  }
+  std::string text;
+  for (size_t i = 0; i < bytes; ++i) {
+    text += fmt::format("{:02x}", random[i]);
+  }
+  return text;
 }
 
 // Requested content of the server certificate.
@@ -252,7 +154,7 @@ std::optional<std::string> content_reason(const KeyPair &server,
     take_openssl_errors();
     return "server.key does not match server.crt";
   }
-  if (!is_signed_by(certificate, ca)) {
+  if (!is_issued_by(certificate, ca.certificate.get())) {
     return "server.crt is not signed by the current CA";
   }
   if (read_subject_alt_names(certificate) != target.alt_names) {
@@ -324,10 +226,10 @@ Result<Clock::time_point> issue_server_pair(const TlsPaths &paths,
     return tl::unexpected(ca_not_after.error());
   }
   if (*ca_not_after <= now) {
-    // TODO: rotate the CA with a bundle of old and new certificates.
     return fail(ErrorCode::Invalid,
-                fmt::format("the CA in {} expired at {}; create a new CA "
-                            "and distribute its ca.crt to every node",
+                fmt::format("the CA in {} expired at {}; rotate it with "
+                            "`gatecache ca rotate begin` and `switch`, and "
+                            "distribute the exported bundle to every node",
                             paths.dir.string(), format_time(*ca_not_after)));
   }
 
@@ -407,6 +309,119 @@ std::string serial_hex(X509 *certificate) {
 
 } // namespace
 
+Result<bool> file_exists(const fs::path &path) {
+  std::error_code error;
+  fs::file_status status = fs::symlink_status(path, error);
+  if (error && error != std::errc::no_such_file_or_directory) {
+    return fail(ErrorCode::Io,
+                "failed to stat " + path.string() + ": " + error.message());
+  }
+  return fs::exists(status);
+}
+
+std::string format_time(Clock::time_point when) {
+  std::time_t seconds = Clock::to_time_t(when);
+  std::tm parts{};
+  gmtime_r(&seconds, &parts);
+  char text[32];
+  if (std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &parts) == 0) {
+    return "invalid time";
+  }
+  return text;
+}
+
+// Returns "gatecache CA <host name>" so that an operator can tell the CAs
+// of several gateways apart, or a random id when the host name is unusable.
+std::string ca_common_name(std::string_view suffix) {
+  char host[256] = {};
+  std::string_view name;
+  if (::gethostname(host, sizeof(host) - 1) == 0) {
+    name = host;
+  }
+  bool printable = std::all_of(name.begin(), name.end(),
+                               [](char c) { return c > ' ' && c < 0x7f; });
+  std::string host_part =
+      name.empty() || !printable ? hex_id(4) : std::string(name);
+  std::string tail = suffix.empty() ? std::string() : " " + std::string(suffix);
+  // The suffix distinguishes CAs of one gateway, so the host name is cut
+  // first.
+  size_t room = MaxCommonNameLength - CaNamePrefix.size() -
+                std::min(tail.size(), MaxCommonNameLength / 2);
+  return std::string(CaNamePrefix) + host_part.substr(0, room) +
+         tail.substr(0, MaxCommonNameLength / 2);
+}
+
+Result<KeyPair> load_ca(const CaFiles &files) {
+  if (auto permissions = check_key_permissions(files.key); !permissions) {
+    return tl::unexpected(permissions.error());
+  }
+  auto ca = read_pair(files.key, files.cert);
+  if (!ca) {
+    return ca;
+  }
+  if (auto matches = check_key_matches(*ca, files.key, files.cert); !matches) {
+    return tl::unexpected(matches.error());
+  }
+  if (X509_check_ca(ca->certificate.get()) == 0) {
+    return fail(ErrorCode::Invalid,
+                files.cert.string() + " is not a CA certificate");
+  }
+  return ca;
+}
+
+Result<void> create_ca(const CaFiles &files, const std::string &common_name,
+                       Clock::time_point now) {
+  fs::path directory = files.key.parent_path();
+  std::error_code error;
+  fs::create_directories(directory, error);
+  if (error) {
+    return fail(ErrorCode::Io, "failed to create " + directory.string() + ": " +
+                                   error.message());
+  }
+
+  auto key = generate_key();
+  if (!key) {
+    return tl::unexpected(key.error());
+  }
+  CertificateRequest request;
+  request.profile = CertificateProfile::RootCa;
+  request.common_name = common_name;
+  request.not_before = now - ClockSkewAllowance;
+  request.not_after = now + CaLifetime;
+  auto certificate =
+      issue_certificate(request, key->get(), Signer{nullptr, key->get()});
+  if (!certificate) {
+    return tl::unexpected(certificate.error());
+  }
+
+  if (auto written =
+          write_private_key(files.key, key->get(), ExistingFile::Keep);
+      !written) {
+    return written;
+  }
+  if (auto written =
+          write_certificate(files.cert, certificate->get(), ExistingFile::Keep);
+      !written) {
+    // Nothing can trust a key without its certificate yet, so removing it
+    // avoids leaving a half-present CA behind.
+    ::unlink(files.key.c_str());
+    return written;
+  }
+  GC_LOG(Tls, info, "Created CA \"{}\" valid until {} files={},{}",
+         request.common_name, format_time(request.not_after),
+         files.key.string(), files.cert.string());
+  return {};
+}
+
+bool is_issued_by(X509 *certificate, X509 *ca) {
+  EVP_PKEY *ca_key = X509_get0_pubkey(ca);
+  bool issued = ca_key != nullptr &&
+                X509_check_issued(ca, certificate) == X509_V_OK &&
+                X509_verify(certificate, ca_key) == 1;
+  take_openssl_errors();
+  return issued;
+}
+
 Result<bool> ensure_ca(const TlsPaths &paths, Clock::time_point now) {
   auto key_exists = file_exists(paths.ca_key());
   if (!key_exists) {
@@ -418,7 +433,7 @@ Result<bool> ensure_ca(const TlsPaths &paths, Clock::time_point now) {
   }
 
   if (*key_exists && *cert_exists) {
-    auto ca = load_ca(paths);
+    auto ca = load_ca(paths.current_ca());
     if (!ca) {
       return tl::unexpected(ca.error());
     }
@@ -431,7 +446,8 @@ Result<bool> ensure_ca(const TlsPaths &paths, Clock::time_point now) {
     return tl::unexpected(half_present_ca(paths.ca_cert(), paths.ca_key()));
   }
 
-  if (auto created = create_ca(paths, now); !created) {
+  if (auto created = create_ca(paths.current_ca(), ca_common_name(), now);
+      !created) {
     return tl::unexpected(created.error());
   }
   return true;
@@ -470,7 +486,7 @@ Result<bool> ensure_server_certificate(const TlsPaths &paths,
     return fail(ErrorCode::NotFound,
                 "no CA in " + paths.dir.string() + "; create the CA first");
   }
-  auto ca = load_ca(paths);
+  auto ca = load_ca(paths.current_ca());
   if (!ca) {
     return tl::unexpected(ca.error());
   }
@@ -511,6 +527,34 @@ Result<void> check_key_permissions(const fs::path &path) {
                 fmt::format("private key {} has mode {:04o}, which lets "
                             "group or others access it; run `chmod 600 {}`",
                             path.string(), mode, path.string()));
+  }
+  // A key owned by another user can be replaced by that user, and a key
+  // that only root can read breaks the next reload of a daemon that does
+  // not run as root.
+  uid_t user = ::geteuid();
+  if (status.st_uid != user) {
+    std::string name = user_name(user);
+    return fail(ErrorCode::Invalid,
+                fmt::format("private key {} is owned by {}, but gatecache "
+                            "runs as {}; run `chown {} {}`",
+                            path.string(), user_name(status.st_uid), name, name,
+                            path.string()));
+  }
+  return {};
+}
+
+Result<void> check_private_keys(const TlsPaths &paths) {
+  std::string problems;
+  for (const fs::path &key : {paths.ca_key(), paths.ca_next_key(),
+                              paths.ca_previous_key(), paths.server_key()}) {
+    auto checked = check_key_permissions(key);
+    if (checked || checked.error().code == ErrorCode::NotFound) {
+      continue;
+    }
+    problems += (problems.empty() ? "" : "\n") + checked.error().message;
+  }
+  if (!problems.empty()) {
+    return fail(ErrorCode::Invalid, problems);
   }
   return {};
 }

@@ -16,7 +16,15 @@
 
 namespace gatecache::tls {
 
-// Names of the files under the TLS directory.
+// The key and certificate files of one CA.
+struct CaFiles {
+  std::filesystem::path key;
+  std::filesystem::path cert;
+};
+
+// Names of the files under the TLS directory. During a CA rotation the
+// next CA (`ca-next.*`, after `begin`) or the previous one
+// (`ca-previous.*`, after `switch`) sits beside the current CA.
 struct TlsPaths {
   std::filesystem::path dir;
 
@@ -24,9 +32,35 @@ struct TlsPaths {
 
   std::filesystem::path ca_cert() const { return dir / "ca.crt"; }
 
+  std::filesystem::path ca_next_key() const { return dir / "ca-next.key"; }
+
+  std::filesystem::path ca_next_cert() const { return dir / "ca-next.crt"; }
+
+  std::filesystem::path ca_previous_key() const {
+    return dir / "ca-previous.key";
+  }
+
+  std::filesystem::path ca_previous_cert() const {
+    return dir / "ca-previous.crt";
+  }
+
   std::filesystem::path server_key() const { return dir / "server.key"; }
 
   std::filesystem::path server_cert() const { return dir / "server.crt"; }
+
+  // File that `DirectoryLock` locks.
+  std::filesystem::path lock_file() const { return dir / ".lock"; }
+
+  // Default parent directory of issued client certificates.
+  std::filesystem::path clients_dir() const { return dir / "clients"; }
+
+  CaFiles current_ca() const { return {ca_key(), ca_cert()}; }
+
+  CaFiles next_ca() const { return {ca_next_key(), ca_next_cert()}; }
+
+  CaFiles previous_ca() const {
+    return {ca_previous_key(), ca_previous_cert()};
+  }
 };
 
 // Validity of the root CA: ten years of 365.25 days.
@@ -83,11 +117,18 @@ ensure_server_certificate(const TlsPaths &paths,
                               std::chrono::system_clock::now());
 
 // Checks that the private key file `path` is a regular file that neither
-// group nor others can read, write or execute. Errors: `NotFound` when it
-// does not exist, `Io` when stat() fails otherwise, `Invalid` when the mode
-// is too open, with the `chmod 600` command that fixes it.
+// group nor others can read, write or execute, owned by the effective user
+// of this process. Errors: `NotFound` when it does not exist, `Io` when
+// stat() fails otherwise, `Invalid` when the mode is too open (with the
+// `chmod 600` command that fixes it) or another user owns it (with the
+// `chown` command).
 [[nodiscard]] Result<void>
 check_key_permissions(const std::filesystem::path &path);
+
+// Runs `check_key_permissions` on every private key under `paths.dir` that
+// exists: the current, next and previous CA keys and the server key.
+// Errors: as `check_key_permissions`, with one line per failing key.
+[[nodiscard]] Result<void> check_private_keys(const TlsPaths &paths);
 
 // Facts about a certificate file, for logs and the command line.
 struct CertificateInfo {

@@ -1,15 +1,20 @@
 #include "tls/context.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string_view>
+#include <vector>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include "tls/ca.h"
 #include "tls/pem_file.h"
+#include "tls/rotation.h"
 
 namespace gatecache::tls {
 namespace {
@@ -33,8 +38,26 @@ constexpr const char *Tls12Ciphers =
 // makes every handshake cost far more CPU than ECDHE.
 constexpr const char *KeyExchangeGroups = "X25519:P-256:P-384";
 
-constexpr unsigned char SessionIdContext[] = {'g', 'a', 't', 'e', 'c',
-                                              'a', 'c', 'h', 'e'};
+// Session id context of contexts that do not verify clients. Contexts that
+// do append the mode and a digest of the trust bundle (see
+// `set_session_id_context`).
+constexpr std::string_view SessionIdContext = "gatecache";
+
+// Bytes of the trust bundle digest in a session id context. A session id
+// context is at most SSL_MAX_SID_CTX_LENGTH (32) bytes long.
+constexpr size_t BundleDigestBytes = 16;
+
+// Chain depth accepted for client certificates: the leaf and the root CA
+// that issued it, because the internal CA issues leaves directly.
+constexpr int ClientChainDepth = 1;
+
+struct NameStackDeleter {
+  void operator()(STACK_OF(X509_NAME) * names) const noexcept {
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+  }
+};
+
+using NameStackPtr = std::unique_ptr<STACK_OF(X509_NAME), NameStackDeleter>;
 
 // Finds `wanted` in the client's ALPN list and points `out` at it. A
 // malformed list matches nothing.
@@ -99,16 +122,125 @@ Result<void> set_server_algorithms(SSL_CTX *context) {
   SSL_CTX_set_options(context, SSL_OP_CIPHER_SERVER_PREFERENCE |
                                    SSL_OP_PRIORITIZE_CHACHA |
                                    SSL_OP_ENABLE_KTLS);
-  // Session tickets are on by default. A fixed session id context keeps
-  // resumption working once client certificates are requested.
-  if (SSL_CTX_set_session_id_context(context, SessionIdContext,
-                                     sizeof(SessionIdContext)) != 1) {
+  return {};
+}
+
+// Returns a digest of the set of CA certificates in `bundle`, independent
+// of their order, so that a rotation's `switch` keeps sessions resumable.
+Result<std::string> digest_bundle(const std::vector<TrustedCa> &bundle) {
+  std::vector<std::string> digests;
+  for (const TrustedCa &ca : bundle) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int size = 0;
+    if (X509_digest(ca.certificate.get(), EVP_sha256(), digest, &size) != 1) {
+      return fail(ErrorCode::Internal, "failed to hash " + ca.path.string() +
+                                           ": " + take_openssl_errors());
+    }
+    digests.emplace_back(reinterpret_cast<char *>(digest), size);
+  }
+  std::sort(digests.begin(), digests.end());
+  std::string joined;
+  for (const std::string &digest : digests) {
+    joined += digest;
+  }
+  unsigned char total[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(joined.data(), joined.size(), total, &size, EVP_sha256(),
+                 nullptr) != 1) {
+    return fail(ErrorCode::Internal,
+                "failed to hash the trust bundle: " + take_openssl_errors());
+  }
+  return std::string(reinterpret_cast<char *>(total),
+                     std::min<size_t>(size, BundleDigestBytes));
+}
+
+// Sets the session id context: OpenSSL resumes a session only in a context
+// with the same one. A session that started without a verified client
+// certificate must not resume on a listener that requires one, and a
+// session whose certificate was verified by a CA that left the bundle must
+// not resume at all.
+Result<void> set_session_id_context(SSL_CTX *context, ClientAuth mode,
+                                    const std::string &bundle_digest) {
+  std::string id(SessionIdContext);
+  if (mode != ClientAuth::None) {
+    id += mode == ClientAuth::Optional ? "-o" : "-r";
+    id += bundle_digest;
+  }
+  if (SSL_CTX_set_session_id_context(
+          context, reinterpret_cast<const unsigned char *>(id.data()),
+          static_cast<unsigned int>(id.size())) != 1) {
     return fail(ErrorCode::Internal, "failed to set the session id context: " +
                                          take_openssl_errors());
   }
-  // TODO: share the ticket keys between contexts, so that a reload with a
-  // renewed certificate keeps sessions resumable.
   return {};
+}
+
+// Trusts the CAs of `bundle` for client certificates, announces them as
+// acceptable issuers, and requests a certificate from each client.
+Result<void> set_client_verification(SSL_CTX *context,
+                                     const std::vector<TrustedCa> &bundle,
+                                     ClientAuth mode) {
+  // The context's store starts empty, so only the bundle is trusted and
+  // never the system's CAs.
+  X509_STORE *store = SSL_CTX_get_cert_store(context);
+  NameStackPtr names(sk_X509_NAME_new_null());
+  if (!names) {
+    return fail(ErrorCode::Internal,
+                "sk_X509_NAME_new_null: " + take_openssl_errors());
+  }
+  for (const TrustedCa &ca : bundle) {
+    if (X509_STORE_add_cert(store, ca.certificate.get()) != 1) {
+      return fail(ErrorCode::Internal, "failed to trust " + ca.path.string() +
+                                           ": " + take_openssl_errors());
+    }
+    X509_NAME *name =
+        X509_NAME_dup(X509_get_subject_name(ca.certificate.get()));
+    if (name == nullptr || sk_X509_NAME_push(names.get(), name) <= 0) {
+      X509_NAME_free(name);
+      return fail(ErrorCode::Internal,
+                  "failed to list acceptable CAs: " + take_openssl_errors());
+    }
+  }
+  SSL_CTX_set_client_CA_list(context, names.release());
+
+  // OpenSSL checks the sslclient purpose for client certificates, which
+  // requires the clientAuth extended key usage when the extension is
+  // present, so a server certificate of the same CA is rejected.
+  X509_VERIFY_PARAM *param = SSL_CTX_get0_param(context);
+  if (X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_CLIENT) != 1) {
+    return fail(ErrorCode::Internal,
+                "failed to set the client purpose: " + take_openssl_errors());
+  }
+  SSL_CTX_set_verify_depth(context, ClientChainDepth);
+  int flags = SSL_VERIFY_PEER;
+  if (mode == ClientAuth::Required) {
+    flags |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  }
+  SSL_CTX_set_verify(context, flags, nullptr);
+  // The store now contains the CAs, and OpenSSL would append the matching one
+  // to the server's own chain. Clients trust the CA already.
+  SSL_CTX_set_mode(context, SSL_MODE_NO_AUTO_CHAIN);
+  return {};
+}
+
+Result<void> set_client_auth(SSL_CTX *context, const TlsPaths &paths,
+                             ClientAuth mode) {
+  if (mode == ClientAuth::None) {
+    return set_session_id_context(context, mode, {});
+  }
+  auto bundle = read_trust_bundle(paths);
+  if (!bundle) {
+    return tl::unexpected(bundle.error());
+  }
+  auto digest = digest_bundle(*bundle);
+  if (!digest) {
+    return tl::unexpected(digest.error());
+  }
+  if (auto verified = set_client_verification(context, *bundle, mode);
+      !verified) {
+    return verified;
+  }
+  return set_session_id_context(context, mode, *digest);
 }
 
 Result<void> load_server_pair(SSL_CTX *context, const TlsPaths &paths) {
@@ -148,7 +280,41 @@ void SslCtxDeleter::operator()(SSL_CTX *context) const noexcept {
   SSL_CTX_free(context);
 }
 
-Result<SslCtxPtr> make_server_context(const TlsPaths &paths) {
+const char *to_string(ClientAuth mode) {
+  switch (mode) {
+  case ClientAuth::None:
+    return "none";
+  case ClientAuth::Optional:
+    return "optional";
+  case ClientAuth::Required:
+    return "required";
+  }
+  return "unknown";
+}
+
+Result<TicketKeys> TicketKeys::generate() {
+  TicketKeys keys;
+  if (RAND_bytes(keys.bytes_, sizeof(keys.bytes_)) != 1) {
+    return fail(ErrorCode::Internal, "failed to generate session ticket "
+                                     "keys: " +
+                                         take_openssl_errors());
+  }
+  return keys;
+}
+
+TicketKeys::TicketKeys(const TicketKeys &other) {
+  std::memcpy(bytes_, other.bytes_, sizeof(bytes_));
+}
+
+TicketKeys &TicketKeys::operator=(const TicketKeys &other) {
+  std::memmove(bytes_, other.bytes_, sizeof(bytes_));
+  return *this;
+}
+
+TicketKeys::~TicketKeys() { OPENSSL_cleanse(bytes_, sizeof(bytes_)); }
+
+Result<SslCtxPtr> make_server_context(const TlsPaths &paths,
+                                      const ServerContextOptions &options) {
   auto context = new_context(TLS_server_method());
   if (!context) {
     return context;
@@ -158,6 +324,18 @@ Result<SslCtxPtr> make_server_context(const TlsPaths &paths) {
   }
   if (auto loaded = load_server_pair(context->get(), paths); !loaded) {
     return tl::unexpected(loaded.error());
+  }
+  if (auto set = set_client_auth(context->get(), paths, options.client_auth);
+      !set) {
+    return tl::unexpected(set.error());
+  }
+  if (options.ticket_keys != nullptr &&
+      SSL_CTX_set_tlsext_ticket_keys(
+          context->get(),
+          const_cast<unsigned char *>(options.ticket_keys->data()),
+          TicketKeys::Size) != 1) {
+    return fail(ErrorCode::Internal, "failed to set the session ticket keys: " +
+                                         take_openssl_errors());
   }
   SSL_CTX_set_alpn_select_cb(context->get(), on_alpn_select, nullptr);
   return context;

@@ -1,6 +1,7 @@
 // OpenSSL contexts of the front (server) and the upstream client.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,48 @@ using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
 // The HTTP version agreed on by ALPN.
 enum class ApplicationProtocol { Http2, Http11 };
 
+// Whether a listener requests a certificate from the internal CA of its
+// clients.
+enum class ClientAuth {
+  None,     // No certificate is requested.
+  Optional, // A certificate is requested, and one that is sent must verify.
+  Required, // A client without a verified certificate is rejected.
+};
+
+// Returns "none", "optional" or "required".
+const char *to_string(ClientAuth mode);
+
+// Keys that encrypt and authenticate TLS session tickets, in the 80-byte
+// layout of `SSL_CTX_set_tlsext_ticket_keys`: a 16-byte key name, a 32-byte
+// HMAC key and a 32-byte AES key. Contexts that share them resume each
+// other's sessions. The bytes are wiped on destruction.
+class TicketKeys {
+public:
+  static constexpr size_t Size = 80;
+
+  // Returns fresh random keys. Errors: `Internal` when the random number
+  // generator fails.
+  [[nodiscard]] static Result<TicketKeys> generate();
+
+  TicketKeys(const TicketKeys &other);
+  TicketKeys &operator=(const TicketKeys &other);
+  ~TicketKeys();
+
+  const unsigned char *data() const { return bytes_; }
+
+private:
+  TicketKeys() = default;
+
+  unsigned char bytes_[Size] = {};
+};
+
+struct ServerContextOptions {
+  ClientAuth client_auth = ClientAuth::None;
+  // Session ticket keys to install; null keeps the random keys that
+  // OpenSSL makes for each context.
+  const TicketKeys *ticket_keys = nullptr;
+};
+
 // Builds the front's context from `server.key` and `server.crt`:
 //   - TLS 1.2 and 1.3 only, renegotiation off, session tickets on.
 //   - TLS 1.3 suites TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256,
@@ -35,10 +78,23 @@ enum class ApplicationProtocol { Http2, Http11 };
 //   - SSL_MODE_ENABLE_PARTIAL_WRITE, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER,
 //     and SSL_OP_ENABLE_KTLS so that kernel TLS (and `SSL_sendfile`) is
 //     used where the kernel and the cipher allow it.
+//   - With `ClientAuth::Optional` or `Required`: clients are asked for a
+//     certificate that chains to a CA of the trust bundle (current, next
+//     and previous CA, see `read_trust_bundle`) and carries the clientAuth
+//     extended key usage. A certificate that fails verification ends the
+//     handshake, and with `Required` so does a missing one. The bundle's
+//     subjects are sent as the acceptable CA list.
+//   - The session id context differs per client-auth mode and trust
+//     bundle, so that a session is never resumed on a listener with
+//     another mode, nor after the CA that verified its client certificate
+//     left the bundle.
 // Errors: `Invalid` when the files are missing, unreadable or do not
-// match, or the key's permissions are too open; `Internal` for library
+// match, or the key's permissions are too open; `NotFound` when a mode
+// that verifies clients finds no CA certificate; `Internal` for library
 // failures.
-[[nodiscard]] Result<SslCtxPtr> make_server_context(const TlsPaths &paths);
+[[nodiscard]] Result<SslCtxPtr>
+make_server_context(const TlsPaths &paths,
+                    const ServerContextOptions &options = {});
 
 // Returns the protocol that ALPN selected on `ssl` after the handshake, and
 // `Http11` when the client sent no ALPN.

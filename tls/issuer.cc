@@ -115,6 +115,16 @@ Result<void> set_time(ASN1_TIME *field, Clock::time_point when) {
 Result<void> set_names(X509 *certificate, const CertificateRequest &request,
                        const Signer &signer) {
   X509_NAME *subject = X509_get_subject_name(certificate);
+  const auto *unit = reinterpret_cast<const unsigned char *>(
+      request.organizational_unit.data());
+  if (!request.organizational_unit.empty() &&
+      !X509_NAME_add_entry_by_NID(
+          subject, NID_organizationalUnitName, MBSTRING_UTF8, unit,
+          static_cast<int>(request.organizational_unit.size()), -1, 0)) {
+    return fail(ErrorCode::Invalid, "invalid organizational unit \"" +
+                                        request.organizational_unit +
+                                        "\": " + take_openssl_errors());
+  }
   const auto *common_name =
       reinterpret_cast<const unsigned char *>(request.common_name.data());
   if (!request.common_name.empty() &&

@@ -63,6 +63,9 @@ struct CertificateRequest {
   // At most 64 characters. Empty for an empty subject, which RFC 5280
   // section 4.2.1.6 allows when `alt_names` is not empty.
   std::string common_name;
+  // organizationalUnitName placed before the CN in the subject; empty for
+  // none. At most 64 characters.
+  std::string organizational_unit;
   // Sorted and without duplicates, as `read_subject_alt_names` returns.
   std::vector<SubjectAltName> alt_names;
   std::chrono::system_clock::time_point not_before;

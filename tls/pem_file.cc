@@ -135,6 +135,32 @@ Result<void> publish(const fs::path &temporary, const fs::path &path,
   return {};
 }
 
+// Gives a file written by root the owner and group of its directory, so
+// that `gatecache ca` run as root leaves files that a daemon running as the
+// directory's owner can read and accepts as its own.
+Result<void> match_directory_owner(int fd, const fs::path &path,
+                                   const fs::path &temporary) {
+  if (::geteuid() != 0) {
+    return {};
+  }
+  fs::path directory = path.parent_path();
+
+  struct stat status {};
+
+  if (::stat(directory.empty() ? "." : directory.c_str(), &status) != 0) {
+    return fail(ErrorCode::Io,
+                errno_message("stat", errno) + " on " + directory.string());
+  }
+  if (status.st_uid == 0 && status.st_gid == 0) {
+    return {};
+  }
+  if (::fchown(fd, status.st_uid, status.st_gid) != 0) {
+    return fail(ErrorCode::Io,
+                errno_message("fchown", errno) + " on " + temporary.string());
+  }
+  return {};
+}
+
 Result<void> fill_and_publish(int fd, const fs::path &temporary,
                               const fs::path &path, std::string_view data,
                               mode_t mode, ExistingFile existing) {
@@ -144,6 +170,9 @@ Result<void> fill_and_publish(int fd, const fs::path &temporary,
   if (::fchmod(fd, mode) != 0) {
     return fail(ErrorCode::Io,
                 errno_message("fchmod", errno) + " on " + temporary.string());
+  }
+  if (auto owned = match_directory_owner(fd, path, temporary); !owned) {
+    return owned;
   }
   if (auto written = write_all(fd, data, temporary); !written) {
     return written;

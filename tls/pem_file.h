@@ -25,7 +25,8 @@ enum class ExistingFile {
 // crash, has the old file or the whole new one and never a part. The data
 // goes to a temporary file in the same directory (created with O_EXCL and
 // `mode`, whatever the umask), is fsynced and renamed over `path`, and then
-// the directory is fsynced.
+// the directory is fsynced. When root writes into a directory that another
+// user or group owns, the file gets that owner and group.
 // Errors: `Io` for a failing system call; `Invalid` when `existing` is
 // `Keep` and `path` exists.
 [[nodiscard]] Result<void> write_file_atomic(const std::filesystem::path &path,

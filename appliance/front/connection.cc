@@ -1,10 +1,12 @@
 #include "appliance/front/connection.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +27,35 @@ constexpr int MaxReadsPerEvent = 16;
 // and this many bytes after its close_notify.
 constexpr double LingerTimeoutS = 2;
 constexpr size_t LingerMaxBytes = 1024 * 1024;
+
+// Returns the subject common name of the peer certificate when the context
+// verified it, else an empty string. Contexts that do not request client
+// certificates never receive one. A name with control characters is
+// dropped, because it ends up in logs and cluster lookups.
+std::string verified_client_name(SSL *ssl) {
+  X509 *certificate = SSL_get0_peer_certificate(ssl);
+  if (certificate == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) {
+    return {};
+  }
+  X509_NAME *subject = X509_get_subject_name(certificate);
+  int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (index < 0) {
+    return {};
+  }
+  unsigned char *utf8 = nullptr;
+  int size = ASN1_STRING_to_UTF8(
+      &utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index)));
+  if (size < 0) {
+    ERR_clear_error();
+    return {};
+  }
+  std::string name(reinterpret_cast<char *>(utf8), static_cast<size_t>(size));
+  OPENSSL_free(utf8);
+  bool printable = std::none_of(name.begin(), name.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  return printable ? name : std::string();
+}
 
 // Returns the reason of the first error on OpenSSL's queue, for logs.
 const char *ssl_error_reason() {
@@ -285,8 +316,11 @@ void Connection::start_session() {
   } else {
     session_ = std::make_unique<Http1Session>(*this);
   }
-  GC_LOG(Front, debug, "connection open c={} peer={} protocol={} tls={}", id_,
-         peer_, alpn_size == 2 ? "h2" : "http/1.1", SSL_get_version(ssl_));
+  client_name_ = verified_client_name(ssl_);
+  GC_LOG(Front, debug,
+         "connection open c={} peer={} protocol={} tls={} client={}", id_,
+         peer_, alpn_size == 2 ? "h2" : "http/1.1", SSL_get_version(ssl_),
+         client_name_.empty() ? "-" : client_name_);
 
   arm_timer(config().idle_timeout_s);
   session_->start();

@@ -82,6 +82,10 @@ public:
 
   const std::string &peer() const { return peer_; }
 
+  // Subject common name of the client certificate that the TLS context
+  // verified, or empty when the client sent none. Set after the handshake.
+  const std::string &client_name() const { return client_name_; }
+
   struct ev_loop *loop() const {
     return loop_;
   }
@@ -141,6 +145,7 @@ private:
   SSL *ssl_;
   uint64_t id_;
   std::string peer_;
+  std::string client_name_;
   State state_ = State::Handshake;
   std::unique_ptr<Session> session_;
   ev_io read_watcher_;

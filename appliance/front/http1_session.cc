@@ -341,6 +341,7 @@ int Http1Session::on_headers_complete() {
   request_.method_name = http_method_str(method);
   request_.protocol = "http/1.1";
   request_.peer = connection_.peer();
+  request_.client_name = connection_.client_name();
   request_.connection_id = connection_.id();
   request_.request_id = next_request_id_++;
 
@@ -387,6 +388,7 @@ void Http1Session::respond_with_error(int status) {
   }
   request_.protocol = "http/1.1";
   request_.peer = connection_.peer();
+  request_.client_name = connection_.client_name();
   request_.connection_id = connection_.id();
   request_.request_id = next_request_id_++;
 

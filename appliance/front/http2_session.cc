@@ -283,6 +283,7 @@ void Http2Session::dispatch(int32_t stream_id) {
 
   request_.protocol = "h2";
   request_.peer = connection_.peer();
+  request_.client_name = connection_.client_name();
   request_.connection_id = connection_.id();
   request_.request_id = static_cast<uint64_t>(stream_id);
   auto exchange = std::make_shared<SessionExchange>(
@@ -298,6 +299,7 @@ void Http2Session::respond_with_error(int32_t stream_id, int status) {
          connection_.id(), stream_id, status);
   request_.protocol = "h2";
   request_.peer = connection_.peer();
+  request_.client_name = connection_.client_name();
   request_.connection_id = connection_.id();
   request_.request_id = static_cast<uint64_t>(stream_id);
   auto exchange = std::make_shared<SessionExchange>(

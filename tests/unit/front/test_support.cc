@@ -348,6 +348,8 @@ void TestHandler::handle(std::shared_ptr<Exchange> exchange) {
   } else if (path == "/late") {
     late.push_back(std::move(exchange));
     return;
+  } else if (path == "/client") {
+    response.body = std::make_unique<MemoryBody>(request.client_name);
   } else if (path == "/echo") {
     std::string text =
         "method=" + request.method_name + "\n" + "path=" + request.path + "\n" +
@@ -436,6 +438,19 @@ TestServer::TestServer(FrontConfig config, bool kernel_tls)
   });
 }
 
+TestServer::TestServer(SslCtxProvider provider, FrontConfig config)
+    : ctx_(nullptr) {
+  first_log_line_ = AccessLogCapture::instance().size();
+  loop_.call([&] {
+    auto listener = Listener::open(loop_.loop(), "127.0.0.1", 0,
+                                   std::move(provider), &handler_, config);
+    if (listener) {
+      listener_ = std::move(*listener);
+      port_ = listener_->port();
+    }
+  });
+}
+
 std::vector<std::string> TestServer::access_log(const std::string &needle,
                                                 size_t count) {
   return AccessLogCapture::instance().wait_for(needle, count, first_log_line_);
@@ -449,7 +464,8 @@ TestServer::~TestServer() {
   SSL_CTX_free(ctx_);
 }
 
-TlsClient::TlsClient(uint16_t port, const std::string &alpn) {
+TlsClient::TlsClient(uint16_t port, const std::string &alpn,
+                     const ClientCertificate &certificate) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in address = {};
   address.sin_family = AF_INET;
@@ -467,6 +483,13 @@ TlsClient::TlsClient(uint16_t port, const std::string &alpn) {
 
   ctx_ = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_verify(ctx_, SSL_VERIFY_NONE, nullptr);
+  if (!certificate.cert_file.empty() &&
+      (SSL_CTX_use_certificate_file(ctx_, certificate.cert_file.c_str(),
+                                    SSL_FILETYPE_PEM) != 1 ||
+       SSL_CTX_use_PrivateKey_file(ctx_, certificate.key_file.c_str(),
+                                   SSL_FILETYPE_PEM) != 1)) {
+    return;
+  }
   SSL *ssl = SSL_new(ctx_);
   SSL_set_fd(ssl, fd_);
   if (!alpn.empty()) {
@@ -544,8 +567,9 @@ std::string TlsClient::read_some() {
   return {};
 }
 
-Http1Client::Http1Client(uint16_t port, const std::string &alpn)
-    : tls_(port, alpn) {}
+Http1Client::Http1Client(uint16_t port, const std::string &alpn,
+                         const ClientCertificate &certificate)
+    : tls_(port, alpn, certificate) {}
 
 bool Http1Client::fill() {
   std::string more = tls_.read_some();
@@ -642,7 +666,8 @@ bool Http1Client::closed_by_server() {
   return more.empty() && tls_.end_reason() != "timeout";
 }
 
-Http2Client::Http2Client(uint16_t port) : tls_(port, "\x02h2") {
+Http2Client::Http2Client(uint16_t port, const ClientCertificate &certificate)
+    : tls_(port, "\x02h2", certificate) {
   nghttp2_session_callbacks *callbacks;
   nghttp2_session_callbacks_new(&callbacks);
   nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);

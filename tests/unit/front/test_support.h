@@ -108,6 +108,7 @@ private:
 //   /file            the whole of `file_path` through `FileBody`
 //   /late            no response until `respond_late()`
 //   /echo            the request fields as "name=value" lines
+//   /client          the request's `client_name`
 // Anything else gets 404.
 class TestHandler final : public RequestHandler {
 public:
@@ -153,6 +154,8 @@ private:
 class TestServer {
 public:
   explicit TestServer(FrontConfig config = {}, bool kernel_tls = false);
+  // Serves with the contexts of `provider` instead of a self-signed one.
+  explicit TestServer(SslCtxProvider provider, FrontConfig config = {});
   ~TestServer();
 
   uint16_t port() const { return port_; }
@@ -181,17 +184,28 @@ private:
 // its last value.
 bool wait_until(const std::function<bool()> &condition);
 
+// PEM files of a client certificate and its key; empty for none.
+struct ClientCertificate {
+  std::string cert_file;
+  std::string key_file;
+};
+
 // A blocking TLS client connection to 127.0.0.1.
 class TlsClient {
 public:
   // `alpn` in OpenSSL wire format, such as "\x02h2\x08http/1.1"; empty
-  // for no ALPN.
-  TlsClient(uint16_t port, const std::string &alpn);
+  // for no ALPN. The client presents `certificate` when the server asks
+  // for one.
+  TlsClient(uint16_t port, const std::string &alpn,
+            const ClientCertificate &certificate = {});
   ~TlsClient();
   TlsClient(const TlsClient &) = delete;
   TlsClient &operator=(const TlsClient &) = delete;
 
   bool connected() const { return ssl_ != nullptr; }
+
+  // The connection's TLS state, null when the handshake failed.
+  const SSL *ssl() const { return ssl_; }
 
   std::string alpn() const;
   void write_all(const std::string &bytes);
@@ -220,7 +234,8 @@ struct HttpResponse {
 // HTTP/1.1 client over `TlsClient` that reads responses one by one.
 class Http1Client {
 public:
-  explicit Http1Client(uint16_t port, const std::string &alpn = "");
+  explicit Http1Client(uint16_t port, const std::string &alpn = "",
+                       const ClientCertificate &certificate = {});
 
   void send(const std::string &raw) { tls_.write_all(raw); }
 
@@ -242,7 +257,8 @@ private:
 // HTTP/2 client over `TlsClient` with nghttp2's client API.
 class Http2Client {
 public:
-  explicit Http2Client(uint16_t port);
+  explicit Http2Client(uint16_t port,
+                       const ClientCertificate &certificate = {});
   ~Http2Client();
 
   struct Stream {
@@ -256,6 +272,8 @@ public:
   bool connected() const { return tls_.connected(); }
 
   std::string alpn() const { return tls_.alpn(); }
+
+  const TlsClient &tls() const { return tls_; }
 
   // Submits a request, with a body of `body_size` bytes unless zero.
   int32_t submit(const std::string &path, const std::string &method = "GET",

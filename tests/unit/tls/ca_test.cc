@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -489,6 +490,44 @@ TEST_CASE("server certificate omits long common name", "[tls][ca]") {
   auto again = ensure_server_certificate(paths, {long_name, "localhost"});
   REQUIRE(again);
   CHECK_FALSE(*again);
+}
+
+TEST_CASE("files written by root take directory owner", "[tls][ca]") {
+  if (::geteuid() != 0) {
+    WARN("only root can write files for another user; skipped");
+    return;
+  }
+  TempDir temp;
+  fs::path directory = temp.path() / "owned";
+  fs::create_directories(directory);
+  REQUIRE(::chown(directory.c_str(), 65534, 65534) == 0);
+
+  REQUIRE(write_file_atomic(directory / "file.pem", "text", 0644,
+                            ExistingFile::Keep));
+
+  struct stat status {};
+
+  REQUIRE(::stat((directory / "file.pem").c_str(), &status) == 0);
+  CHECK(status.st_uid == 65534);
+  CHECK(status.st_gid == 65534);
+}
+
+TEST_CASE("private key check lists every bad key", "[tls][ca]") {
+  TempDir temp;
+  TlsPaths paths = make_paths(temp);
+  REQUIRE(ensure_ca(paths));
+  REQUIRE(ensure_server_certificate(paths, ServerNames));
+  CHECK(check_private_keys(paths));
+
+  REQUIRE(::chmod(paths.ca_key().c_str(), 0640) == 0);
+  REQUIRE(::chmod(paths.server_key().c_str(), 0604) == 0);
+  auto checked = check_private_keys(paths);
+  REQUIRE_FALSE(checked);
+  CHECK(checked.error().code == ErrorCode::Invalid);
+  CHECK_THAT(checked.error().message,
+             Catch::Contains("chmod 600 " + paths.ca_key().string()));
+  CHECK_THAT(checked.error().message,
+             Catch::Contains("chmod 600 " + paths.server_key().string()));
 }
 
 } // namespace gatecache::tls
