@@ -7,12 +7,18 @@
 #include <vector>
 
 #include <ev.h>
-#include <systemd/sd-daemon.h>
 
+#include "appliance/admin/api.h"
+#include "appliance/admin/server.h"
 #include "appliance/config/config.h"
+#include "appliance/daemon_status.h"
 #include "appliance/front/listener.h"
+#include "appliance/notify.h"
+#include "appliance/prewarm/image_set.h"
 #include "appliance/registry/disk_worker.h"
+#include "appliance/registry/prewarmer.h"
 #include "appliance/registry/service.h"
+#include "appliance/registry/usage.h"
 #include "appliance/upstream/client.h"
 #include "cache/blob_store.h"
 #include "cache/evictor.h"
@@ -29,15 +35,26 @@ namespace {
 // proceed while small index updates continue.
 constexpr unsigned DiskWorkerThreads = 2;
 
+// Delay before the first background prewarm, so a restart serves first.
+constexpr double FirstPrewarmDelaySeconds = 5;
+
 struct Daemon {
   struct ev_loop *loop = nullptr;
+  std::string config_path;
+  std::shared_ptr<const config::Config> config;
+  ServiceNotifier *notifier = nullptr;
+  registry::Prewarmer *prewarmer = nullptr;
+  registry::RegistryService *service = nullptr;
+  registry::Usage *usage = nullptr;
   std::vector<std::unique_ptr<front::Listener>> listeners;
+  std::unique_ptr<admin::AdminServer> admin;
   size_t listeners_open = 0;
   bool stopping = false;
   ev_signal sigterm;
   ev_signal sigint;
   ev_signal sighup;
   ev_prepare log_flush;
+  ev_timer prewarm_timer;
 };
 
 // Flushes the access log each time the loop is about to wait for events:
@@ -55,8 +72,12 @@ void on_stop_signal(struct ev_loop *loop, ev_signal *watcher, int) {
     return;
   }
   daemon->stopping = true;
-  sd_notify(0, "STOPPING=1");
+  daemon->notifier->stopping();
   GC_LOG(Main, info, "stopping: no new connections, finishing responses");
+  ev_timer_stop(loop, &daemon->prewarm_timer);
+  if (daemon->admin) {
+    daemon->admin->shutdown();
+  }
   daemon->listeners_open = daemon->listeners.size();
   for (auto &listener : daemon->listeners) {
     listener->shutdown([daemon, loop] {
@@ -67,11 +88,106 @@ void on_stop_signal(struct ev_loop *loop, ev_signal *watcher, int) {
   }
 }
 
-void on_reload_signal(struct ev_loop *, ev_signal *, int) {
-  // TODO: reload upstreams, clusters and TLS names on SIGHUP.
-  GC_LOG(Main, warn,
-         "SIGHUP received; configuration reload is not "
-         "supported yet, restart to apply changes");
+// Names the settings that a reload cannot change, so the log says which
+// edits wait for a restart.
+std::vector<std::string>
+restart_only_changes(const config::Config &old_config,
+                     const config::Config &new_config) {
+  std::vector<std::string> changed;
+  auto listen_text = [](const config::Config &config) {
+    std::string text;
+    for (const auto &address : config.listen) {
+      text += address.str() + "/" +
+              std::to_string(static_cast<int>(address.client_auth)) + " ";
+    }
+    return text;
+  };
+  if (listen_text(old_config) != listen_text(new_config)) {
+    changed.emplace_back("listen");
+  }
+  if (old_config.storage.path != new_config.storage.path ||
+      old_config.storage.index_map_size_bytes !=
+          new_config.storage.index_map_size_bytes) {
+    changed.emplace_back("storage");
+  }
+  if (old_config.tls.dir != new_config.tls.dir) {
+    changed.emplace_back("tls.dir");
+  }
+  if (old_config.admin.socket != new_config.admin.socket) {
+    changed.emplace_back("admin");
+  }
+  if (old_config.log.level != new_config.log.level ||
+      old_config.log.access_log != new_config.log.access_log) {
+    changed.emplace_back("log");
+  }
+  if (old_config.storage.max_size_bytes != new_config.storage.max_size_bytes) {
+    changed.emplace_back("storage.max_size");
+  }
+  return changed;
+}
+
+void on_reload_signal(struct ev_loop *loop, ev_signal *watcher, int) {
+  auto *daemon = static_cast<Daemon *>(watcher->data);
+  if (daemon->stopping) {
+    return;
+  }
+  daemon->notifier->reloading();
+  GC_LOG(Main, info, "SIGHUP: reloading {}", daemon->config_path);
+  auto loaded = config::load_config(daemon->config_path);
+  if (!loaded) {
+    GC_LOG(Config, error,
+           "reload failed, keeping the running configuration: {}",
+           loaded.error().message);
+    daemon->notifier->ready("serving; the last reload failed");
+    return;
+  }
+  std::shared_ptr<const config::Config> config = *loaded;
+  for (const auto &key : restart_only_changes(*daemon->config, *config)) {
+    GC_LOG(Config, warn, "'{}' changed; it takes effect after a restart", key);
+  }
+  daemon->usage->reload(config);
+  daemon->service->reload(config);
+  daemon->config = config;
+  ev_timer_stop(loop, &daemon->prewarm_timer);
+  if (!config->prewarm.sets.empty()) {
+    ev_timer_set(&daemon->prewarm_timer, FirstPrewarmDelaySeconds,
+                 config->prewarm.interval_s);
+    ev_timer_start(loop, &daemon->prewarm_timer);
+  }
+  GC_LOG(Main, info, "configuration reloaded: {} upstreams, {} clusters",
+         config->upstreams.size(), config->clusters.size());
+  daemon->notifier->ready("serving");
+}
+
+// Loads the configured prewarm sets; a set that fails to load is logged
+// and skipped.
+std::vector<prewarm::ImageSet>
+load_configured_sets(const config::Config &config) {
+  std::vector<prewarm::ImageSet> sets;
+  for (const auto &name : config.prewarm.sets) {
+    auto path = prewarm::resolve_set_path(name, config.prewarm.images_dir);
+    if (!path) {
+      GC_LOG(Config, error, "prewarm set {}: {}", name, path.error().message);
+      continue;
+    }
+    auto set = prewarm::load_image_set(*path);
+    if (!set) {
+      GC_LOG(Config, error, "prewarm set {}: {}", name, set.error().message);
+      continue;
+    }
+    sets.push_back(std::move(*set));
+  }
+  return sets;
+}
+
+// Runs the configured sets first shortly after start, then every
+// `prewarm.interval` (the timer repeats).
+void on_prewarm_timer(struct ev_loop *, ev_timer *timer, int) {
+  auto *daemon = static_cast<Daemon *>(timer->data);
+  auto sets = load_configured_sets(*daemon->config);
+  if (!sets.empty()) {
+    daemon->prewarmer->start(std::move(sets), front::Priority::Prewarm);
+  }
 }
 
 Result<void> make_directory(const std::filesystem::path &path) {
@@ -148,7 +264,7 @@ int run_server(const std::string &config_path) {
   }
   std::shared_ptr<cache::Index> index = std::move(*opened);
   // A crash between a commit and its index record leaves a file that no
-  // lookup can reach. Remove such files, then fit the store to its bound.
+  // lookup can reach. Remove such files.
   if (auto swept = cache::remove_orphans(**store, *index); !swept) {
     GC_LOG(Cache, warn, "removing unindexed files failed: {}",
            swept.error().message);
@@ -156,16 +272,14 @@ int run_server(const std::string &config_path) {
     GC_LOG(Cache, info, "removed {} unindexed files ({} bytes)", swept->files,
            swept->bytes);
   }
-  auto evicted =
-      cache::evict_to(**store, *index, config->storage.max_size_bytes,
-                      [](const std::string &) { return false; });
-  if (!evicted) {
-    GC_LOG(Cache, warn, "evicting content failed: {}", evicted.error().message);
-  }
 
   Daemon daemon;
   daemon.loop = ev_default_loop(EVFLAG_AUTO);
+  daemon.config_path = config_path;
+  daemon.config = config;
   {
+    ServiceNotifier notifier(daemon.loop);
+    daemon.notifier = &notifier;
     registry::DiskWorker worker(daemon.loop, DiskWorkerThreads);
     upstream::ClientConfig client_config;
     client_config.connect_timeout_s =
@@ -175,8 +289,25 @@ int run_server(const std::string &config_path) {
     client_config.idle_timeout_s = config->upstream_timeouts.idle_timeout_s;
     client_config.user_agent = std::string("gatecache/") + GATECACHE_VERSION;
     upstream::Client client(daemon.loop, client_config);
+    registry::Usage usage(daemon.loop, config, index, worker);
     registry::RegistryService service(daemon.loop, config, *store, index,
-                                      client, worker);
+                                      client, worker, usage);
+    registry::Prewarmer prewarmer(daemon.loop, service, usage, index, worker,
+                                  service.pins());
+    daemon.prewarmer = &prewarmer;
+    daemon.service = &service;
+    daemon.usage = &usage;
+    prewarmer.load_pins();
+
+    // Fit the store to its bound before serving, sparing pinned content.
+    const auto &pins = *service.pins();
+    auto evicted = cache::evict_to(
+        **store, *index, config->storage.max_size_bytes,
+        [&pins](const std::string &digest) { return pins.contains(digest); });
+    if (!evicted) {
+      GC_LOG(Cache, warn, "evicting content failed: {}",
+             evicted.error().message);
+    }
 
     front::FrontConfig front_config;
     for (const auto &address : config->listen) {
@@ -189,6 +320,19 @@ int run_server(const std::string &config_path) {
         return 1;
       }
       daemon.listeners.push_back(std::move(*listener));
+    }
+
+    DaemonStatus status(config, usage, prewarmer);
+    admin::AdminApi admin_api(status);
+    if (!config->admin.socket.empty() || !config->admin.listen.empty()) {
+      auto admin =
+          admin::AdminServer::open(daemon.loop, config->admin, &admin_api);
+      if (!admin) {
+        GC_LOG(Main, critical, "opening the admin endpoint failed: {}",
+               admin.error().message);
+        return 1;
+      }
+      daemon.admin = std::move(*admin);
     }
 
     ev_signal_init(&daemon.sigterm, on_stop_signal, SIGTERM);
@@ -204,15 +348,25 @@ int run_server(const std::string &config_path) {
     ev_prepare_start(daemon.loop, &daemon.log_flush);
     ev_unref(daemon.loop);
 
-    sd_notify(0, "READY=1");
+    ev_timer_init(&daemon.prewarm_timer, on_prewarm_timer,
+                  FirstPrewarmDelaySeconds, config->prewarm.interval_s);
+    daemon.prewarm_timer.data = &daemon;
+    if (!config->prewarm.sets.empty()) {
+      ev_timer_start(daemon.loop, &daemon.prewarm_timer);
+    }
+
+    notifier.ready("serving");
     GC_LOG(Main, info, "gatecache {} ready, state in {}", GATECACHE_VERSION,
            state.string());
     ev_run(daemon.loop, 0);
 
     ev_ref(daemon.loop);
     ev_prepare_stop(daemon.loop, &daemon.log_flush);
+    ev_timer_stop(daemon.loop, &daemon.prewarm_timer);
     log::flush_access_log();
     daemon.listeners.clear();
+    daemon.admin.reset();
+    usage.persist_all();
     for (ev_signal *watcher :
          {&daemon.sigterm, &daemon.sigint, &daemon.sighup}) {
       ev_signal_stop(daemon.loop, watcher);

@@ -689,6 +689,24 @@ Result<void> Index::put_state(const std::string &key, std::string_view value) {
   return txn->commit();
 }
 
+Result<std::vector<std::pair<std::string, std::string>>>
+Index::state_with_prefix(const std::string &prefix) const {
+  std::vector<std::pair<std::string, std::string>> records;
+  auto txn = Txn::begin(handles_->env, MDB_RDONLY);
+  if (!txn) {
+    return tl::unexpected(txn.error());
+  }
+  auto scanned = scan_prefix(txn->get(), handles_->state, prefix,
+                             [&](std::string_view key, std::string_view value) {
+                               records.emplace_back(key, value);
+                               return true;
+                             });
+  if (!scanned) {
+    return tl::unexpected(scanned.error());
+  }
+  return records;
+}
+
 Result<void> Index::remove_state(const std::string &key) {
   if (key.empty() || !handles_->fit(key)) {
     return {};

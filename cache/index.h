@@ -134,6 +134,9 @@ public:
   Result<void> put_state(const std::string &key, std::string_view value);
   // Removing an absent key is not an error.
   Result<void> remove_state(const std::string &key);
+  // Every state record whose key starts with `prefix`, in key order.
+  Result<std::vector<std::pair<std::string, std::string>>>
+  state_with_prefix(const std::string &prefix) const;
 
   // Sum of `size` over every content record, in bytes.
   Result<uint64_t> total_size() const;

@@ -155,6 +155,11 @@ public:
   CacheResult cache_result = CacheResult::None;
   std::string upstream_name; // The `ns` that served the request.
   uint64_t fetch_id = 0;     // Upstream fetch that served it, 0 when none.
+  size_t cluster = 0;        // Set by the handler: who made the request.
+
+  // Called once when the response ended or the client went away, with the
+  // status sent (499 when none was), right after the access log line.
+  std::function<void(const Exchange &, int status)> on_finished;
 
 protected:
   explicit Exchange(Request request) : request_(std::move(request)) {}

@@ -69,6 +69,11 @@ void SessionExchange::log_access(bool aborted) {
          LogText{r.query, false}, status, state_.sent, to_string(cache_result),
          LogText{upstream_name}, fetch_id, elapsed_ms(),
          aborted ? " aborted" : "");
+  if (on_finished) {
+    auto finished = std::move(on_finished);
+    on_finished = nullptr;
+    finished(*this, status);
+  }
 }
 
 void ExchangeList::push_back(std::shared_ptr<SessionExchange> exchange) {

@@ -73,6 +73,9 @@ public:
 
   size_t in_flight() const { return calls_.size(); }
 
+  // True while the call `key` runs, so `run()` would join it.
+  bool running(const std::string &key) const { return calls_.contains(key); }
+
 private:
   upstream::Client &client_;
   std::unordered_map<std::string, std::shared_ptr<BufferedCall>> calls_;

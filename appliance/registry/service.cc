@@ -119,7 +119,8 @@ HeaderList content_headers(const std::string &media_type,
 // reading it after the unlink.
 void evict_if_needed(cache::BlobStore &store, cache::Index &index,
                      uint64_t max_bytes, const std::string &just_stored,
-                     AccessLog &recent, EvictionLog &evictions) {
+                     AccessLog &recent, EvictionLog &evictions,
+                     const PinSet &pins) {
   auto total = index.total_size();
   if (!total || *total <= max_bytes) {
     return;
@@ -127,10 +128,11 @@ void evict_if_needed(cache::BlobStore &store, cache::Index &index,
   // Hits are recorded in batches. Write the pending ones first, so content
   // read a moment ago does not look unused.
   recent.flush(index);
-  auto evicted = cache::evict_to(store, index, max_bytes,
-                                 [&just_stored](const std::string &digest) {
-                                   return digest == just_stored;
-                                 });
+  auto evicted =
+      cache::evict_to(store, index, max_bytes,
+                      [&just_stored, &pins](const std::string &digest) {
+                        return digest == just_stored || pins.contains(digest);
+                      });
   if (!evicted) {
     GC_LOG(Cache, error, "evicting content failed: {}",
            evicted.error().message);
@@ -275,16 +277,14 @@ RegistryService::RegistryService(struct ev_loop *loop,
                                  std::shared_ptr<cache::BlobStore> store,
                                  std::shared_ptr<cache::Index> index,
                                  upstream::Client &client, DiskWorker &worker,
-                                 ServiceLimits limits)
+                                 Usage &usage, ServiceLimits limits)
     : loop_(loop), config_(std::move(config)),
       routes_(RouteTable::from_config(*config_)), store_(std::move(store)),
-      index_(std::move(index)), client_(client), worker_(worker),
+      index_(std::move(index)), client_(client), worker_(worker), usage_(usage),
       limits_(limits), calls_(client), manifests_(limits.manifest_cache_bytes),
       access_log_(std::make_shared<AccessLog>()),
       evictions_(std::make_shared<EvictionLog>()) {
-  for (const auto &[name, upstream] : config_->upstreams) {
-    origins_.emplace(name, upstream::Origin{upstream.url, upstream.ca_file});
-  }
+  observe_responses();
   ev_timer_init(&flush_timer_, &RegistryService::on_flush_timer,
                 limits_.access_flush_interval_s,
                 limits_.access_flush_interval_s);
@@ -293,7 +293,36 @@ RegistryService::RegistryService(struct ev_loop *loop,
   ev_unref(loop_);
 }
 
+void RegistryService::reload(std::shared_ptr<const config::Config> config) {
+  config_ = std::move(config);
+  routes_ = RouteTable::from_config(*config_);
+  observe_responses();
+}
+
+void RegistryService::observe_responses() {
+  // Origins of upstreams removed by a reload stay, because requests that
+  // started before it still name them.
+  std::unordered_map<std::string, std::string> names_by_url;
+  for (const auto &[name, upstream] : config_->upstreams) {
+    origins_[name] = upstream::Origin{upstream.url, upstream.ca_file};
+    names_by_url.emplace(upstream.url, name);
+  }
+  client_.set_response_observer(
+      [this, names = std::move(names_by_url)](
+          const std::string &base_url, const upstream::ResponseHead &head) {
+        auto found = names.find(base_url);
+        if (found != names.end()) {
+          usage_.observe(found->second, head.status, head.headers);
+        }
+      });
+}
+
 RegistryService::~RegistryService() {
+  client_.set_response_observer(nullptr);
+  for (auto &[key, pending] : pending_grants_) {
+    pending.scheduler->cancel(pending.handle);
+  }
+  pending_grants_.clear();
   flush_access_times();
   ev_ref(loop_);
   ev_timer_stop(loop_, &flush_timer_);
@@ -316,6 +345,27 @@ void RegistryService::handle(ExchangePtr exchange) {
   }
   const Route &route = *routed;
   exchange->upstream_name = route.upstream;
+  // Internal requests (prewarm) have no peer and belong to no cluster;
+  // they run in cluster 0 without counting as anyone's pulls.
+  bool internal = request.peer.empty();
+  auto cluster = internal ? std::optional<size_t>(0) : usage_.classify(request);
+  if (!cluster) {
+    usage_.count_denied();
+    GC_LOG(Access, warn,
+           "denied {} {}: client {} is in no configured cluster (client "
+           "certificate name '{}')",
+           request.method_name, request.path, request.peer,
+           request.client_name);
+    respond_error(exchange,
+                  OciError::denied("this client is not in any cluster "
+                                   "allowed to use this mirror"));
+    return;
+  }
+  exchange->cluster = *cluster;
+  if (!internal && (route.endpoint == Endpoint::Manifest ||
+                    route.endpoint == Endpoint::Blob)) {
+    begin_accounting(exchange, *cluster, route);
+  }
   switch (route.endpoint) {
   case Endpoint::Base: {
     Response response;
@@ -342,6 +392,36 @@ void RegistryService::handle(ExchangePtr exchange) {
   }
 }
 
+void RegistryService::begin_accounting(const ExchangePtr &exchange,
+                                       size_t cluster, const Route &route) {
+  ++usage_.cluster(cluster).requests;
+  uint64_t pull = usage_.start_pull(
+      exchange->request(), cluster, route.upstream, route.repository,
+      route.reference, route.endpoint == Endpoint::Manifest);
+  exchange->on_finished = [this, pull](const front::Exchange &done,
+                                       int status) {
+    usage_.finish_pull(pull, status, done.cache_result);
+    auto &counters = usage_.cluster(done.cluster);
+    switch (done.cache_result) {
+    case CacheResult::Hit:
+      ++counters.hits;
+      break;
+    case CacheResult::Revalidated:
+      ++counters.revalidated;
+      break;
+    case CacheResult::Miss:
+    case CacheResult::Joined:
+      ++counters.misses;
+      break;
+    case CacheResult::Stale:
+      ++counters.stale;
+      break;
+    case CacheResult::None:
+      break;
+    }
+  };
+}
+
 // ---- Manifests --------------------------------------------------------
 
 void RegistryService::serve_manifest_by_tag(ExchangePtr exchange,
@@ -362,24 +442,55 @@ void RegistryService::serve_manifest_by_tag(ExchangePtr exchange,
       }
     }
   }
-  // TODO: serve tags inside a freshness window without a HEAD upstream.
-  // Every tag request is revalidated for now.
+  if (stored) {
+    double age = ev_now(loop_) - static_cast<double>(stored->validated_at);
+    double window = usage_.freshness_window(route.upstream, route.reference);
+    if (age >= 0 && age < window) {
+      if (auto entry = load_manifest(stored->digest)) {
+        send_manifest(exchange, *entry, CacheResult::Hit);
+        return;
+      }
+    }
+  }
+  revalidate_tag(std::move(exchange), route, std::move(stored));
+}
+
+void RegistryService::revalidate_tag(ExchangePtr exchange, const Route &route,
+                                     std::optional<cache::TagRecord> stored) {
   std::string key =
       "HEAD manifest\n" +
       member_key(route.upstream, route.repository, route.reference) + "\n" +
       exchange->request().accept;
-  const std::string accept = exchange->request().accept;
   Route copy = route;
-  exchange->fetch_id = calls_.run(
-      key, origin_for(route.upstream),
-      [&] {
-        return registry_request("HEAD", route.repository,
-                                "manifests/" + route.reference, accept);
-      },
-      0,
-      [this, exchange, copy, stored](const CallResult &result) {
-        on_tag_checked(exchange, copy, stored, result);
-      });
+  auto granted = [this, exchange, copy, stored, key](GrantPtr grant) {
+    if (exchange->closed()) {
+      return;
+    }
+    const std::string &accept = exchange->request().accept;
+    exchange->fetch_id = calls_.run(
+        key, origin_for(copy.upstream),
+        [&] {
+          return registry_request("HEAD", copy.repository,
+                                  "manifests/" + copy.reference, accept);
+        },
+        0,
+        [this, exchange, copy, stored, grant](const CallResult &result) {
+          on_tag_checked(exchange, copy, stored, result);
+        });
+  };
+  auto refused = [this, exchange, copy, stored](double retry_after_s) {
+    if (exchange->closed()) {
+      return;
+    }
+    if (stored &&
+        serve_stale(exchange, copy, *stored, "no budget to revalidate it")) {
+      return;
+    }
+    respond_no_budget(exchange, copy, retry_after_s, "manifest");
+  };
+  when_budget_allows(exchange, route.upstream, CountedKind::ManifestHead, key,
+                     stored.has_value(), std::move(granted),
+                     std::move(refused));
 }
 
 void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
@@ -389,19 +500,11 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
     return;
   }
   if (upstream_unavailable(result)) {
-    if (stored) {
-      auto entry = load_manifest(stored->digest);
-      if (entry) {
-        GC_LOG(Registry, warn,
-               "serving stale tag upstream={} repo={} tag={} digest={}: {}",
-               route.upstream, route.repository, route.reference,
-               stored->digest,
-               result.error
-                   ? result.error->message
-                   : "upstream status " + std::to_string(result.head.status));
-        send_manifest(exchange, *entry, CacheResult::Stale);
-        return;
-      }
+    std::string reason =
+        result.error ? result.error->message
+                     : "upstream status " + std::to_string(result.head.status);
+    if (stored && serve_stale(exchange, route, *stored, reason)) {
+      return;
     }
     respond_upstream_failure(exchange, route, result, "manifest");
     return;
@@ -469,7 +572,7 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
   }
   // Fetch by digest, not by tag, so the stored bytes are the ones the HEAD
   // named even if the tag moves meanwhile.
-  fetch_manifest(exchange, route, digest_text, true, CacheResult::Miss);
+  fetch_manifest(exchange, route, digest_text, true, CacheResult::Miss, stored);
 }
 
 void RegistryService::serve_manifest_by_digest(ExchangePtr exchange,
@@ -501,31 +604,50 @@ void RegistryService::serve_manifest_by_digest(ExchangePtr exchange,
 
 void RegistryService::fetch_manifest(ExchangePtr exchange, const Route &route,
                                      const std::string &reference,
-                                     bool record_tag, CacheResult outcome) {
-  const std::string accept = exchange->request().accept;
+                                     bool record_tag, CacheResult outcome,
+                                     std::optional<cache::TagRecord> stale) {
   std::string key = "GET manifest\n" +
                     member_key(route.upstream, route.repository, reference) +
-                    "\n" + accept;
+                    "\n" + exchange->request().accept;
   Route copy = route;
-  bool joined = false;
-  exchange->fetch_id = calls_.run(
-      key, origin_for(route.upstream),
-      [&] {
-        GC_LOG(Registry, info, "fetching manifest upstream={} repo={} ref={}",
-               route.upstream, route.repository, reference);
-        return registry_request("GET", route.repository,
-                                "manifests/" + reference, accept);
-      },
-      limits_.max_manifest_bytes,
-      [this, exchange, copy, reference, record_tag,
-       outcome](const CallResult &result) {
-        on_manifest_fetched(exchange, copy, reference, record_tag, outcome,
-                            result);
-      },
-      &joined);
-  if (joined) {
-    exchange->cache_result = CacheResult::Joined;
-  }
+  auto granted = [this, exchange, copy, reference, record_tag, outcome,
+                  key](GrantPtr grant) {
+    if (exchange->closed()) {
+      return;
+    }
+    const std::string &accept = exchange->request().accept;
+    bool joined = false;
+    exchange->fetch_id = calls_.run(
+        key, origin_for(copy.upstream),
+        [&] {
+          GC_LOG(Registry, info, "fetching manifest upstream={} repo={} ref={}",
+                 copy.upstream, copy.repository, reference);
+          return registry_request("GET", copy.repository,
+                                  "manifests/" + reference, accept);
+        },
+        limits_.max_manifest_bytes,
+        [this, exchange, copy, reference, record_tag, outcome,
+         grant](const CallResult &result) {
+          on_manifest_fetched(exchange, copy, reference, record_tag, outcome,
+                              result);
+        },
+        &joined);
+    if (joined) {
+      exchange->cache_result = CacheResult::Joined;
+    }
+  };
+  auto refused = [this, exchange, copy, stale](double retry_after_s) {
+    if (exchange->closed()) {
+      return;
+    }
+    if (stale && serve_stale(exchange, copy, *stale,
+                             "no budget to fetch its new digest")) {
+      return;
+    }
+    respond_no_budget(exchange, copy, retry_after_s, "manifest");
+  };
+  when_budget_allows(exchange, route.upstream, CountedKind::ManifestGet, key,
+                     stale.has_value(), std::move(granted), std::move(refused));
 }
 
 void RegistryService::on_manifest_fetched(ExchangePtr exchange,
@@ -614,7 +736,7 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
     worker_.post(
         [store, index, bytes, type, copy, digest, actual, tag_target,
          max_bytes = config_->storage.max_size_bytes, recent = access_log_,
-         evictions = evictions_] {
+         evictions = evictions_, pins = pins_] {
           auto stored = store->put(actual, *bytes);
           if (!stored) {
             GC_LOG(Cache, error, "storing manifest {} failed: {}", digest,
@@ -636,7 +758,7 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
             return;
           }
           evict_if_needed(*store, *index, max_bytes, digest, *recent,
-                          *evictions);
+                          *evictions, *pins);
         },
         nullptr);
   } else if (record_tag) {
@@ -847,39 +969,69 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
 
 void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
                                   const cache::Digest &digest) {
+  std::string key = "GET blob\n" + route.reference;
+  Route copy = route;
+  auto granted = [this, exchange, copy, digest](GrantPtr grant) {
+    if (exchange->closed()) {
+      return;
+    }
+    // Another request may have started the download while this one
+    // waited for budget.
+    auto running = fetches_.find(copy.reference);
+    if (running != fetches_.end()) {
+      join_fetch(exchange, running->second, CacheResult::Joined);
+      return;
+    }
+    start_fetch_now(exchange, copy, digest, std::move(grant));
+  };
+  auto refused = [this, exchange, copy](double retry_after_s) {
+    if (!exchange->closed()) {
+      respond_no_budget(exchange, copy, retry_after_s, "blob");
+    }
+  };
+  when_budget_allows(exchange, route.upstream, CountedKind::BlobGet, key, false,
+                     std::move(granted), std::move(refused));
+}
+
+void RegistryService::start_fetch_now(ExchangePtr exchange, const Route &route,
+                                      const cache::Digest &digest,
+                                      GrantPtr grant) {
   auto fetch = std::make_shared<BlobFetch>(
       next_fetch_id(), digest, route.upstream, route.repository, store_);
   fetch->set_max_size(config_->storage.max_size_bytes);
   fetches_.emplace(route.reference, fetch);
   std::string key = route.reference;
-  fetch->on_finished([this, key](BlobFetch &) { fetches_.erase(key); });
+  // The grant's in-flight slot is held until the download ends.
+  fetch->on_finished([this, key, grant = std::move(grant)](BlobFetch &) {
+    fetches_.erase(key);
+  });
   auto index = index_;
   auto store = store_;
   uint64_t max_bytes = config_->storage.max_size_bytes;
   std::string upstream = route.upstream;
   std::string repository = route.repository;
   std::string digest_text = digest.str();
-  fetch->start(
-      client_, origin_for(route.upstream), worker_,
-      [index, store, max_bytes, upstream, repository, digest_text,
-       recent = access_log_,
-       evictions = evictions_](cache::BlobStore::Writer &writer,
-                               const std::string &media_type) -> Result<void> {
-        auto committed = writer.commit();
-        if (!committed) {
-          return committed;
-        }
-        cache::ContentRecord record{writer.size(), media_type,
-                                    cache::ContentKind::Blob, unix_now()};
-        auto indexed =
-            index->put_content(digest_text, record, upstream, repository);
-        if (!indexed) {
-          return indexed;
-        }
-        evict_if_needed(*store, *index, max_bytes, digest_text, *recent,
-                        *evictions);
-        return {};
-      });
+  fetch->start(client_, origin_for(route.upstream), worker_,
+               [index, store, max_bytes, upstream, repository, digest_text,
+                recent = access_log_, evictions = evictions_,
+                pins = pins_](cache::BlobStore::Writer &writer,
+                              const std::string &media_type) -> Result<void> {
+                 auto committed = writer.commit();
+                 if (!committed) {
+                   return committed;
+                 }
+                 cache::ContentRecord record{writer.size(), media_type,
+                                             cache::ContentKind::Blob,
+                                             unix_now()};
+                 auto indexed = index->put_content(digest_text, record,
+                                                   upstream, repository);
+                 if (!indexed) {
+                   return indexed;
+                 }
+                 evict_if_needed(*store, *index, max_bytes, digest_text,
+                                 *recent, *evictions, *pins);
+                 return {};
+               });
   remember_repository(route, route.reference, false);
   join_fetch(std::move(exchange), fetch, CacheResult::Miss);
 }

@@ -31,7 +31,9 @@
 #include "appliance/registry/buffered_call.h"
 #include "appliance/registry/disk_worker.h"
 #include "appliance/registry/manifest_cache.h"
+#include "appliance/registry/prewarmer.h"
 #include "appliance/registry/route.h"
+#include "appliance/registry/usage.h"
 #include "appliance/upstream/client.h"
 #include "cache/blob_store.h"
 #include "cache/index.h"
@@ -87,16 +89,61 @@ public:
                   std::shared_ptr<const config::Config> config,
                   std::shared_ptr<cache::BlobStore> store,
                   std::shared_ptr<cache::Index> index, upstream::Client &client,
-                  DiskWorker &worker, ServiceLimits limits = {});
+                  DiskWorker &worker, Usage &usage, ServiceLimits limits = {});
   ~RegistryService() override;
 
   void handle(std::shared_ptr<front::Exchange> exchange) override;
 
+  // Applies a reloaded configuration: upstreams and routes. Requests in
+  // flight finish with the settings they started with.
+  void reload(std::shared_ptr<const config::Config> config);
+
   // Number of blob downloads running, for status and tests.
   size_t fetches_in_flight() const { return fetches_.size(); }
 
+  // Content that eviction skips; prewarm fills it.
+  const std::shared_ptr<PinSet> &pins() const { return pins_; }
+
 private:
   using ExchangePtr = std::shared_ptr<front::Exchange>;
+
+  // A counted upstream request granted by the scheduler. Releasing the
+  // last reference frees its in-flight slot.
+  struct Grant;
+  using GrantPtr = std::shared_ptr<Grant>;
+  using GrantedFn = std::function<void(GrantPtr)>;
+  using RefusedFn = std::function<void(double retry_after_s)>;
+
+  struct GrantWaiter {
+    ExchangePtr exchange;
+    GrantedFn granted;
+    RefusedFn refused;
+  };
+
+  // Exchanges waiting for the budget of one upstream call, keyed like the
+  // call itself, so that a burst for one manifest costs one request.
+  struct PendingGrant {
+    scheduler::UpstreamScheduler *scheduler = nullptr;
+    uint64_t handle = 0;
+    front::Priority priority = front::Priority::Prewarm;
+    std::vector<GrantWaiter> waiters;
+  };
+
+  // Request attribution and counters.
+  void begin_accounting(const ExchangePtr &exchange, size_t cluster,
+                        const Route &route);
+
+  // Budget (service_budget.cc).
+  void when_budget_allows(const ExchangePtr &exchange,
+                          const std::string &upstream, CountedKind kind,
+                          const std::string &key, bool has_fallback,
+                          GrantedFn granted, RefusedFn refused);
+  void on_grant_decided(const std::string &key,
+                        const scheduler::Decision &decision);
+  void respond_no_budget(const ExchangePtr &exchange, const Route &route,
+                         double retry_after_s, const std::string &what);
+  bool serve_stale(const ExchangePtr &exchange, const Route &route,
+                   const cache::TagRecord &stored, const std::string &reason);
 
   // Manifests.
   void serve_manifest_by_tag(ExchangePtr exchange, const Route &route);
@@ -106,7 +153,10 @@ private:
                       const CallResult &result);
   void fetch_manifest(ExchangePtr exchange, const Route &route,
                       const std::string &reference, bool record_tag,
-                      front::CacheResult outcome);
+                      front::CacheResult outcome,
+                      std::optional<cache::TagRecord> stale = std::nullopt);
+  void revalidate_tag(ExchangePtr exchange, const Route &route,
+                      std::optional<cache::TagRecord> stored);
   void on_manifest_fetched(ExchangePtr exchange, const Route &route,
                            const std::string &reference, bool record_tag,
                            front::CacheResult outcome,
@@ -125,6 +175,8 @@ private:
                   front::CacheResult outcome);
   void start_fetch(ExchangePtr exchange, const Route &route,
                    const cache::Digest &digest);
+  void start_fetch_now(ExchangePtr exchange, const Route &route,
+                       const cache::Digest &digest, GrantPtr grant);
   void head_blob_upstream(ExchangePtr exchange, const Route &route);
 
   // Repository membership of content.
@@ -134,6 +186,8 @@ private:
   void confirm_upstream(ExchangePtr exchange, const Route &route,
                         const std::string &what,
                         std::function<void(ExchangePtr)> on_confirmed);
+
+  void observe_responses();
 
   // Other endpoints and helpers.
   void serve_tags_list(ExchangePtr exchange, const Route &route);
@@ -155,14 +209,17 @@ private:
   std::shared_ptr<cache::Index> index_;
   upstream::Client &client_;
   DiskWorker &worker_;
+  Usage &usage_;
   ServiceLimits limits_;
   CallGroup calls_;
   ManifestCache manifests_;
   std::unordered_map<std::string, upstream::Origin> origins_;
   std::unordered_map<std::string, std::shared_ptr<BlobFetch>> fetches_;
   std::unordered_set<std::string> confirmed_;
+  std::unordered_map<std::string, PendingGrant> pending_grants_;
   std::shared_ptr<AccessLog> access_log_;
   std::shared_ptr<EvictionLog> evictions_;
+  std::shared_ptr<PinSet> pins_ = std::make_shared<PinSet>();
   ev_timer flush_timer_;
 };
 

@@ -60,6 +60,10 @@ TEST_CASE("index state survives reopen", "[cache][index]") {
   auto pins = index->get_state("pins/kubernetes");
   REQUIRE(pins);
   CHECK(**pins == std::string("a\0b", 3));
+  auto pinned = index->state_with_prefix("pins/");
+  REQUIRE(pinned);
+  REQUIRE(pinned->size() == 1);
+  CHECK((*pinned)[0].first == "pins/kubernetes");
   REQUIRE(index->remove_state("pins/kubernetes"));
   REQUIRE(index->remove_state("pins/absent"));
   auto removed = index->get_state("pins/kubernetes");

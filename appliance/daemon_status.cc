@@ -1,0 +1,49 @@
+#include "appliance/daemon_status.h"
+
+#include <utility>
+
+#include "common/log.h"
+
+namespace gatecache {
+
+nlohmann::json DaemonStatus::status() {
+  auto status = usage_.status_json();
+  status["prewarm"] = prewarmer_.jobs_json();
+  return status;
+}
+
+nlohmann::json DaemonStatus::pulls(const std::string &client_ip, double since,
+                                   size_t limit) {
+  return usage_.pulls_json(client_ip, since, limit);
+}
+
+std::string DaemonStatus::metrics() { return usage_.metrics_text(); }
+
+Result<uint64_t> DaemonStatus::start_prewarm(const nlohmann::json &sets) {
+  if (!sets.is_array() || sets.empty()) {
+    return fail(ErrorCode::Invalid, "\"sets\" must be a non-empty array");
+  }
+  std::vector<prewarm::ImageSet> parsed;
+  for (const auto &item : sets) {
+    auto set = prewarm::image_set_from_json(item);
+    if (!set) {
+      return tl::unexpected(set.error());
+    }
+    for (const auto &image : set->images) {
+      if (!config_->upstreams.contains(image.registry)) {
+        return fail(ErrorCode::Invalid,
+                    "image " + image.str() + " of set " + set->name +
+                        " is on registry " + image.registry +
+                        ", which is not a configured upstream");
+      }
+    }
+    parsed.push_back(std::move(*set));
+  }
+  return prewarmer_.start(std::move(parsed), front::Priority::Prewarm);
+}
+
+std::optional<nlohmann::json> DaemonStatus::prewarm_job(uint64_t id) {
+  return prewarmer_.job_json(id);
+}
+
+} // namespace gatecache

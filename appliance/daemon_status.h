@@ -1,0 +1,33 @@
+// What the admin endpoint reports about the running daemon, and how it
+// starts prewarm jobs.
+#pragma once
+
+#include <memory>
+
+#include "appliance/admin/api.h"
+#include "appliance/config/config.h"
+#include "appliance/registry/prewarmer.h"
+#include "appliance/registry/usage.h"
+
+namespace gatecache {
+
+class DaemonStatus final : public admin::StatusSource {
+public:
+  DaemonStatus(std::shared_ptr<const config::Config> config,
+               registry::Usage &usage, registry::Prewarmer &prewarmer)
+      : config_(std::move(config)), usage_(usage), prewarmer_(prewarmer) {}
+
+  nlohmann::json status() override;
+  nlohmann::json pulls(const std::string &client_ip, double since,
+                       size_t limit) override;
+  std::string metrics() override;
+  Result<uint64_t> start_prewarm(const nlohmann::json &sets) override;
+  std::optional<nlohmann::json> prewarm_job(uint64_t id) override;
+
+private:
+  std::shared_ptr<const config::Config> config_;
+  registry::Usage &usage_;
+  registry::Prewarmer &prewarmer_;
+};
+
+} // namespace gatecache
