@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from support.ansible import ImportingContainerd, Playbook, available, lint
+from support.ansible import (
+    ROLES_DIR,
+    ImportingContainerd,
+    Playbook,
+    available,
+    lint,
+    run_module,
+)
 from support.containerd import CTR_BIN
 from support.images import MULTI_TAG
 from support.procs import run
@@ -289,6 +296,50 @@ def test_legacy_mirrors_removed_on_request(node):
     assert registry["configs"]["mirror.example.internal"] == \
         {"auth": {"username": "puller"}}
     assert registry["config_path"] == str(node.certs)
+
+
+# Layouts people write by hand: (file text, expected config_path, path of
+# the table that gets it).
+EDGE_LAYOUTS = {
+    "dotted keys": (
+        'version = 2\nplugins."io.containerd.grpc.v1.cri".registry.config_path = ""\n',
+        "{certs}", V2_TABLE),
+    "inline table": (
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n'
+        'registry = {{ config_path = "/old" }}\n',
+        "{certs}:/old", V2_TABLE),
+    "version 1": (
+        '[plugins.cri.registry]\nconfig_path = "/a:/b"\n',
+        "{certs}:/a:/b", ("plugins", "cri", "registry")),
+    "second directory": (
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+        '  config_path = "/etc/docker/certs.d:{certs}"\n',
+        "{certs}:/etc/docker/certs.d", V2_TABLE),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(EDGE_LAYOUTS))
+def test_config_module_edge_layouts(layout, tmp_path):
+    text, expected, path = EDGE_LAYOUTS[layout]
+    certs = str(tmp_path / "certs.d")
+    config = tmp_path / "config.toml"
+    config.write_text(text.format(certs=certs))
+    arguments = {"path": str(config), "config_path": certs,
+                 "containerd_version": "1.6.20"}
+
+    first = run_module(ROLES_DIR / "node/library", "containerd_registry_config",
+                       arguments, tmp_path / "ansible")
+    after_first = config.read_text()
+    second = run_module(ROLES_DIR / "node/library", "containerd_registry_config",
+                        arguments, tmp_path / "ansible")
+
+    assert first[0] == 0, first[1]
+    assert "CHANGED" in first[1], first[1]
+    assert table(tomllib.loads(after_first), path)["config_path"] == \
+        expected.format(certs=certs)
+    assert second[0] == 0, second[1]
+    assert "CHANGED" not in second[1], second[1]
+    assert config.read_text() == after_first
 
 
 # --- Real containerd on what the role produced ---

@@ -115,6 +115,24 @@ class Playbook:
         return environment
 
 
+def run_module(library, module, arguments, workdir):
+    """Run one module ad hoc on localhost and return (exit code, output).
+
+    `arguments` is a dict, passed as JSON so that values need no quoting.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "ansible.cfg").write_text("[defaults]\n")
+    environment = dict(os.environ, ANSIBLE_NOCOLOR="1",
+                       ANSIBLE_CONFIG=str(workdir / "ansible.cfg"),
+                       ANSIBLE_LOCAL_TEMP=str(workdir / "tmp"))
+    result = run(["/usr/bin/ansible", "localhost", "-i", "localhost,",
+                  "-c", "local", "-e", f"ansible_python_interpreter={PYTHON}",
+                  "-M", library, "-m", module, "-a", json.dumps(arguments)],
+                 timeout=PLAYBOOK_TIMEOUT, env=environment, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
 def lint(paths, cwd=ANSIBLE_DIR):
     """Run ansible-lint offline on `paths` and return the CompletedProcess."""
     environment = dict(os.environ, ANSIBLE_NOCOLOR="1", NO_COLOR="1")
