@@ -2,6 +2,7 @@
 
 import json
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ class Upstream:
     name: str
     url: str
     ca_file: str
+    default_freshness: str = "0s"
 
 
 class Gatecache:
@@ -106,6 +108,10 @@ class Gatecache:
         self.storage = self.workdir / "state"
         self.access_log_path = self.workdir / "access.log"
         self.config_path = self.workdir / "gatecache.yml"
+        # A Unix socket path must fit in 108 bytes, which test directories
+        # can exceed, so the admin socket lives in a short directory.
+        self.admin_socket = Path(
+            tempfile.mkdtemp(prefix="gatecache-admin-", dir="/tmp")) / "admin.sock"
         self.upstreams = list(upstreams)
         self.default_upstream = default_upstream
         self.max_size = max_size
@@ -196,6 +202,9 @@ class Gatecache:
                 f"  {quote(upstream.name)}:",
                 f"    url: {quote(upstream.url)}",
                 f"    ca_file: {quote(upstream.ca_file)}",
+                # Tests expect every tag request to ask the upstream unless
+                # they set a freshness window themselves.
+                f"    default_freshness: {upstream.default_freshness}",
             ]
             options = self.upstream_options.get(upstream.name, {})
             lines += [f"    {key}: {json.dumps(value)}"
@@ -203,6 +212,8 @@ class Gatecache:
         if self.default_upstream:
             lines.append(f"default_upstream: {quote(self.default_upstream)}")
         lines += [
+            "admin:",
+            f"  socket: {quote(self.admin_socket)}",
             "log:",
             f"  level: {self.log_level}",
             f"  access_log: {quote(self.access_log_path)}",
