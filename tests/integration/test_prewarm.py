@@ -83,7 +83,8 @@ def test_prewarm_fetches_requested_platforms(tmp_path, start_hub,
          (ref(arm_repository), ["linux/arm64"]), ref(single_repository)])
 
     hub = start_hub()
-    daemon = start_gateway(hub, "gc-warm-platforms")
+    # Tags stay fresh for the node pulls after the prewarm.
+    daemon = start_gateway(hub, "gc-warm-platforms", default_freshness="10m")
     finished = run_cli(daemon, "prewarm", set_file, timeout=PREWARM_TIMEOUT)
     assert finished.returncode == 0
 

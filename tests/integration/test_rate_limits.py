@@ -100,7 +100,7 @@ def fleet(start_hub, start_gateway, pusher):
 
     hub = start_hub()
     daemon = start_gateway(
-        hub, "gc-fleet",
+        hub, "gc-fleet", default_freshness="10m",
         clusters={"a": {"sources": [CLUSTER_A]},
                   "b": {"sources": [CLUSTER_B]}})
 
@@ -233,9 +233,8 @@ def test_tag_freshness_window(start_hub, start_gateway, pusher):
     hub = start_hub()
     window = f"{FRESH_WINDOW}s"
     daemon = start_gateway(
-        hub, "gc-fresh",
-        upstream_options={HUB: {"freshness": [{"tags": "v*", "window": window}],
-                                "default_freshness": window}})
+        hub, "gc-fresh", default_freshness=window,
+        upstream_options={HUB: {"freshness": [{"tags": "v*", "window": window}]}})
     node = make_node(daemon, "127.0.0.10")
     tag_path = f"/v2/{repository}/manifests/v1"
 
@@ -311,10 +310,8 @@ def test_spent_budget_serves_stale_then_recovers(start_hub, start_gateway,
                        build_image("spent-cold", base_layers=(base,)), "v1")
     hub = start_hub(limit=SPENT_LIMIT, window="fixed",
                     window_seconds=SPENT_WINDOW)
-    daemon = start_gateway(
-        hub, "gc-spent",
-        upstream_options={HUB: {"default_freshness": "1s"}},
-        scheduler={"max_wait": "2s"})
+    daemon = start_gateway(hub, "gc-spent", default_freshness="1s",
+                           scheduler={"max_wait": "2s"})
     address = "127.0.0.20"
 
     stored = pull_once(daemon, address, ref(kept_repository))
@@ -399,7 +396,6 @@ def test_weights_share_scarce_budget(start_hub, start_gateway, pusher):
         hub, "gc-fair",
         clusters={name: {"sources": [cidr], "weight": FAIR_WEIGHTS[name]}
                   for name, cidr in (("a", CLUSTER_A), ("b", CLUSTER_B))},
-        upstream_options={HUB: {"default_freshness": "0s"}},
         scheduler={"max_wait": "25s"})
 
     first = pull_once(daemon, node_address("a", 0), ref(repository))

@@ -93,15 +93,16 @@ class Gatecache:
     The optional settings are written as the config keys of the same name,
     with the values as given:
     - `upstream_options`: upstream name to a dict of extra keys of that
-      upstream, such as `freshness`, `default_freshness` or `budget`;
+      upstream, such as `freshness` or `budget` (`default_freshness` is
+      a field of Upstream);
     - `clusters`: cluster name to {sources, client_names, weight};
-    - `scheduler`, `prewarm`, `admin`: dicts of those sections.
+    - `scheduler`, `prewarm`: dicts of those sections.
     """
 
     def __init__(self, binary, workdir, upstreams, default_upstream=None,
                  max_size="10GiB", log_level="debug", name="gatecache",
                  upstream_options=None, clusters=None, scheduler=None,
-                 prewarm=None, admin=None):
+                 prewarm=None):
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,6 @@ class Gatecache:
         self.clusters = clusters
         self.scheduler = scheduler
         self.prewarm = prewarm
-        self.admin = admin
         self.port = None
         self.process = None
 
@@ -207,6 +207,11 @@ class Gatecache:
                 f"    default_freshness: {upstream.default_freshness}",
             ]
             options = self.upstream_options.get(upstream.name, {})
+            if "default_freshness" in options:
+                raise ValueError(
+                    f"upstream_options of {upstream.name} sets "
+                    "default_freshness, which is written from "
+                    "Upstream.default_freshness; set it there")
             lines += [f"    {key}: {json.dumps(value)}"
                       for key, value in options.items()]
         if self.default_upstream:
@@ -219,7 +224,7 @@ class Gatecache:
             f"  access_log: {quote(self.access_log_path)}",
         ]
         # JSON is valid YAML flow style, so each section fits on one line.
-        for key in ("clusters", "scheduler", "prewarm", "admin"):
+        for key in ("clusters", "scheduler", "prewarm"):
             value = getattr(self, key)
             if value is not None:
                 lines.append(f"{key}: {json.dumps(value)}")

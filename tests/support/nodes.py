@@ -21,13 +21,10 @@ import gzip
 import hashlib
 import http.client
 import json
-import shutil
 import socket
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -44,10 +41,6 @@ HUB = "docker.io"
 CLUSTER_A = "127.0.1.0/24"
 CLUSTER_B = "127.0.2.0/24"
 
-# Linux accepts Unix socket paths of at most 107 bytes, so a daemon whose
-# state directory is deeper gets its admin socket in a short temporary
-# directory.
-MAX_SOCKET_PATH = 100
 
 # The Accept header of containerd's resolver (remotes/docker/resolver.go).
 CONTAINERD_ACCEPT = ", ".join([
@@ -349,12 +342,6 @@ def cluster_status(status, name):
     raise KeyError(f"status lists no cluster {name!r}: {status['clusters']}")
 
 
-def admin_socket(daemon):
-    """Return the admin socket path of a Gatecache, as its config sets it."""
-    admin = daemon.admin or {}
-    return admin.get("socket") or str(daemon.storage / "admin.sock")
-
-
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__("localhost", timeout=timeout)
@@ -369,7 +356,7 @@ class _UnixConnection(http.client.HTTPConnection):
 def admin_get(daemon, target, timeout=CLI_TIMEOUT):
     """GET `target` from the admin API over the Unix socket; return
     (status, parsed JSON body)."""
-    connection = _UnixConnection(admin_socket(daemon), timeout)
+    connection = _UnixConnection(str(daemon.admin_socket), timeout)
     try:
         connection.request("GET", target)
         response = connection.getresponse()
@@ -461,21 +448,16 @@ def start_gateway(stack, gatecache_bin, session_dir, test_ca, watch_gatecache):
     """Return a function that starts gatecache with `hub` as docker.io.
 
     `name` names the daemon and its directory under the session directory.
-    Keyword arguments go to Gatecache. Every daemon stops at the end of
-    the module.
+    `default_freshness` is the window of docker.io tags; the default 0s
+    revalidates every tag request. Other keyword arguments go to
+    Gatecache. Every daemon stops at the end of the module.
     """
 
-    def start(hub, name, **options):
-        workdir = session_dir / name
-        default_socket = workdir / "state" / "admin.sock"
-        if "admin" not in options and len(str(default_socket)) > MAX_SOCKET_PATH:
-            short = Path(tempfile.mkdtemp(prefix="gc-admin-"))
-            stack.callback(shutil.rmtree, short, ignore_errors=True)
-            options["admin"] = {"socket": str(short / "admin.sock")}
-        daemon = Gatecache(
-            gatecache_bin, workdir,
-            [Upstream(HUB, hub.registry_url, str(test_ca.cert))],
-            name=name, **options)
+    def start(hub, name, default_freshness="0s", **options):
+        upstream = Upstream(HUB, hub.registry_url, str(test_ca.cert),
+                            default_freshness=default_freshness)
+        daemon = Gatecache(gatecache_bin, session_dir / name, [upstream],
+                           name=name, **options)
         stack.callback(daemon.stop)
         daemon.start()
         watch_gatecache(daemon)
