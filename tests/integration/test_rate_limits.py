@@ -366,6 +366,67 @@ def test_spent_budget_serves_stale_then_recovers(start_hub, start_gateway,
     assert hub.stats().too_many_requests == 0
 
 
+# A 429 from Docker Hub blocks counted requests until its Retry-After.
+
+THROTTLE_LIMIT = 10
+THROTTLE_WINDOW = 10
+
+
+def test_upstream_429_blocks_until_retry_after(start_hub, start_gateway,
+                                               pusher):
+    """Another client behind the gateway's address spends the budget, so
+    the gateway's first GET meets a 429; later ones wait for Retry-After
+    instead of reaching the hub."""
+    repository = "library/throttle"
+    base = base_layer("throttle")
+    pusher.push(repository, build_image("throttle-tag", base_layers=(base,)),
+                "v1")
+    manifests = [pusher.push(repository, build_image(
+        "throttle", base_layers=(base,), annotations={"test.index": str(i)}))
+        for i in range(3)]
+    hub = start_hub(limit=THROTTLE_LIMIT, window="fixed",
+                    window_seconds=THROTTLE_WINDOW)
+    daemon = start_gateway(hub, "gc-throttle", scheduler={"max_wait": "1s"})
+    address = "127.0.0.60"
+    learned = pull_once(daemon, address, ref(repository))
+    assert learned.error == ""
+
+    hub.reset_window()
+    hub.set_remaining(0)
+    node = make_node(daemon, address)
+
+    def get(manifest):
+        return node.request("GET",
+                            f"/v2/{repository}/manifests/{manifest.digest}",
+                            HUB, {"Accept": CONTAINERD_ACCEPT})
+
+    first = get(manifests[0])
+    first_at = time.monotonic()
+    assert first.status == 429
+    assert first.error_codes() == ["TOOMANYREQUESTS"]
+    assert (first.header("Retry-After") or "").isdigit(), first.headers
+    assert hub.stats().too_many_requests == 1
+
+    second = get(manifests[1])
+    assert second.status == 429
+    assert second.error_codes() == ["TOOMANYREQUESTS"]
+    assert (second.header("Retry-After") or "").isdigit(), second.headers
+    assert hub.stats().too_many_requests == 1
+    upstream = upstream_status(cli_json(daemon, "status"), HUB)
+    assert upstream["throttled"] == 1
+    assert upstream["blocked_until"] is not None
+
+    wait_until(lambda: hub.quota().remaining == THROTTLE_LIMIT,
+               THROTTLE_WINDOW + 5, "the hub's fixed window to reset")
+    retry_after = int(first.header("Retry-After"))
+    time.sleep(max(0, first_at + retry_after - time.monotonic()))
+    third = get(manifests[2])
+    node.close()
+    assert third.status == 200
+    assert third.header("Docker-Content-Digest") == manifests[2].digest
+    assert hub.stats().too_many_requests == 1
+
+
 # 4. Weighted fair shares of a scarce budget --------------------------------
 
 FAIR_LIMIT = 64
