@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <system_error>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "cache/index.h"
 #include "common/log.h"
 #include "tls/ca.h"
+#include "tls/certificate_manager.h"
 #include "tls/context.h"
 
 namespace gatecache {
@@ -46,6 +48,7 @@ struct Daemon {
   registry::Prewarmer *prewarmer = nullptr;
   registry::RegistryService *service = nullptr;
   registry::Usage *usage = nullptr;
+  tls::CertificateManager *certificates = nullptr;
   std::vector<std::unique_ptr<front::Listener>> listeners;
   std::unique_ptr<admin::AdminServer> admin;
   size_t listeners_open = 0;
@@ -86,6 +89,29 @@ void on_stop_signal(struct ev_loop *loop, ev_signal *watcher, int) {
       }
     });
   }
+}
+
+tls::ServerCertificateSettings
+certificate_settings(const config::Config &config) {
+  tls::ServerCertificateSettings settings;
+  settings.dir = config.tls.dir;
+  settings.names = config.tls.names;
+  settings.lifetime =
+      std::chrono::seconds(static_cast<int64_t>(config.tls.server_lifetime_s));
+  settings.renew_fraction = config.tls.renew_fraction;
+  return settings;
+}
+
+tls::ClientAuth client_auth_of(const config::ListenAddress &address) {
+  switch (address.client_auth) {
+  case config::ListenAddress::ClientAuth::None:
+    return tls::ClientAuth::None;
+  case config::ListenAddress::ClientAuth::Optional:
+    return tls::ClientAuth::Optional;
+  case config::ListenAddress::ClientAuth::Required:
+    return tls::ClientAuth::Required;
+  }
+  return tls::ClientAuth::None;
 }
 
 // Names the settings that a reload cannot change, so the log says which
@@ -147,6 +173,9 @@ void on_reload_signal(struct ev_loop *loop, ev_signal *watcher, int) {
   }
   daemon->usage->reload(config);
   daemon->service->reload(config);
+  // New names or lifetimes reissue the server certificate in the
+  // background; the check also picks up CA rotation steps.
+  daemon->certificates->reload(certificate_settings(*config));
   daemon->config = config;
   ev_timer_stop(loop, &daemon->prewarm_timer);
   if (!config->prewarm.sets.empty()) {
@@ -227,27 +256,6 @@ int run_server(const std::string &config_path) {
     GC_LOG(Main, critical, "{}", made.error().message);
     return 1;
   }
-  auto ca = tls::ensure_ca(tls_paths);
-  if (!ca) {
-    GC_LOG(Tls, critical, "preparing the internal CA failed: {}",
-           ca.error().message);
-    return 1;
-  }
-  auto issued = tls::ensure_server_certificate(tls_paths, config->tls.names);
-  if (!issued) {
-    GC_LOG(Tls, critical, "issuing the server certificate failed: {}",
-           issued.error().message);
-    return 1;
-  }
-  auto server_context = tls::make_server_context(tls_paths);
-  if (!server_context) {
-    GC_LOG(Tls, critical, "loading the server certificate failed: {}",
-           server_context.error().message);
-    return 1;
-  }
-  std::shared_ptr<SSL_CTX> ssl_context(server_context->release(),
-                                       tls::SslCtxDeleter{});
-  GC_LOG(Tls, info, "nodes must trust {}", tls_paths.ca_cert().string());
 
   auto store = cache::BlobStore::open(state);
   if (!store) {
@@ -277,6 +285,33 @@ int run_server(const std::string &config_path) {
   daemon.loop = ev_default_loop(EVFLAG_AUTO);
   daemon.config_path = config_path;
   daemon.config = config;
+
+  // The CA, key permissions and a current server certificate, before
+  // anything listens.
+  auto certificates = tls::CertificateManager::create(
+      daemon.loop, certificate_settings(*config));
+  if (!certificates) {
+    GC_LOG(Tls, critical, "preparing TLS in {} failed: {}",
+           tls_paths.dir.string(), certificates.error().message);
+    return 1;
+  }
+  daemon.certificates = certificates->get();
+  std::map<tls::ClientAuth, tls::CertificateManager::ContextProvider> providers;
+  for (const auto &address : config->listen) {
+    auto mode = client_auth_of(address);
+    if (providers.contains(mode)) {
+      continue;
+    }
+    auto provider = (*certificates)->provider(mode);
+    if (!provider) {
+      GC_LOG(Tls, critical, "loading the server certificate failed: {}",
+             provider.error().message);
+      return 1;
+    }
+    providers.emplace(mode, std::move(*provider));
+  }
+  GC_LOG(Tls, info, "nodes must trust {} (`gatecache ca export` prints it)",
+         tls_paths.ca_cert().string());
   {
     ServiceNotifier notifier(daemon.loop);
     daemon.notifier = &notifier;
@@ -313,7 +348,7 @@ int run_server(const std::string &config_path) {
     for (const auto &address : config->listen) {
       auto listener = front::Listener::open(
           daemon.loop, address.host, address.port,
-          [ssl_context] { return ssl_context.get(); }, &service, front_config);
+          providers.at(client_auth_of(address)), &service, front_config);
       if (!listener) {
         GC_LOG(Front, critical, "listening on {} failed: {}", address.str(),
                listener.error().message);
@@ -355,6 +390,7 @@ int run_server(const std::string &config_path) {
       ev_timer_start(daemon.loop, &daemon.prewarm_timer);
     }
 
+    (*certificates)->start();
     notifier.ready("serving");
     GC_LOG(Main, info, "gatecache {} ready, state in {}", GATECACHE_VERSION,
            state.string());
@@ -366,6 +402,7 @@ int run_server(const std::string &config_path) {
     log::flush_access_log();
     daemon.listeners.clear();
     daemon.admin.reset();
+    (*certificates)->stop();
     usage.persist_all();
     for (ev_signal *watcher :
          {&daemon.sigterm, &daemon.sigint, &daemon.sighup}) {
