@@ -95,9 +95,6 @@ def test_packaged_config_is_valid(gatecache_bin):
     result = run([gatecache_bin, "check-config", "--config", PACKAGED_CONFIG],
                  timeout=30, check=False)
 
-    if result.returncode != 0 and "key 'admin'" in result.stderr:
-        # TODO: drop once the loader reads `admin` (AdminConfig in config.h).
-        pytest.xfail("the config loader does not read `admin` yet")
     assert result.returncode == 0, result.stderr
 
 
@@ -230,8 +227,6 @@ def test_ready_sent_once_tls_is_served(notify, notified_gatecache,
     assert len(notify.received("READY=1")) == 1
 
 
-@pytest.mark.xfail(strict=False,
-                   reason="server.cc does not run ServiceNotifier yet")
 def test_watchdog_pings_every_half_interval(notify, notified_gatecache,
                                             watch_gatecache):
     daemon = notified_gatecache.start_notified(notify, watchdog_pid="self")
