@@ -9,6 +9,7 @@ package with `dpkg-deb`.
 """
 
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ import pytest
 
 from support.clients import request
 from support.gatecache import Gatecache, Upstream
-from support.net import LOOPBACK, free_port, tls_ready
+from support.net import LOOPBACK, client_context, free_port, tls_ready
 from support.procs import Process, run, tail, wait_for
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]
@@ -455,3 +456,57 @@ def test_deb_contents(gatecache_bin, tmp_path):
                     "libc-ares2", "libsystemd0", "libyaml-cpp0.7"):
         assert library in depends.group(1)
     assert version.stdout.strip()
+
+
+def test_sighup_adds_upstream_keeping_connections(notify, notified_gatecache,
+                                                  watch_gatecache, registry,
+                                                  multi_image, test_ca):
+    daemon = notified_gatecache.start_notified(notify)
+    watch_gatecache(daemon)
+    notify.wait("READY=1", timeout=30, process=daemon.process)
+    path = f"/v2/{multi_image.repository}/manifests/{multi_image.tag}"
+    target = f"{path}?ns={registry.host}"
+    connection = http.client.HTTPSConnection(
+        LOOPBACK, daemon.port, context=client_context(daemon.ca_cert),
+        timeout=30)
+    try:
+        connection.request("GET", target)
+        before = connection.getresponse()
+        before.read()
+
+        daemon.upstreams.append(
+            Upstream(registry.host, registry.url, str(test_ca.cert)))
+        daemon._write_config()
+        os.kill(daemon.process.pid, signal.SIGHUP)
+        wait_for(lambda: len(notify.received("READY=1")) >= 2, timeout=10,
+                 message="READY=1 after the reload")
+        # The connection opened before the reload serves the new upstream.
+        connection.request("GET", target,
+                           headers={"Accept": multi_image.built.media_type})
+        after = connection.getresponse()
+        body = after.read()
+    finally:
+        connection.close()
+
+    assert before.status == 403
+    assert notify.received("RELOADING=1")
+    assert after.status == 200
+    assert after.getheader("Docker-Content-Digest") == \
+        multi_image.built.manifest_digest
+    assert body == multi_image.blob(multi_image.built.manifest_digest)
+
+
+def test_sighup_with_bad_config_keeps_serving(notify, notified_gatecache,
+                                              watch_gatecache):
+    daemon = notified_gatecache.start_notified(notify)
+    watch_gatecache(daemon)
+    notify.wait("READY=1", timeout=30, process=daemon.process)
+
+    daemon.config_path.write_text("listen: [\n")
+    os.kill(daemon.process.pid, signal.SIGHUP)
+    wait_for(lambda: len(notify.received("READY=1")) >= 2, timeout=10,
+             message="READY=1 after the failed reload")
+
+    assert daemon.process.running()
+    assert tls_ready(LOOPBACK, daemon.port, cafile=daemon.ca_cert)
+    assert "reload failed" in daemon.process.stderr_path.read_text()
