@@ -68,7 +68,7 @@ bool is_token_char(char c) {
 }
 
 // Characters allowed after the first one of a key (RFC 8941 section
-// 3.1.2). Upper case is accepted and folded, because some servers send it.
+// 3.1.2). Upper case, which RFC 8941 forbids, is accepted and folded.
 bool is_key_char(char c) {
   return is_alpha(c) || is_digit(c) || c == '_' || c == '-' || c == '.' ||
          c == '*';
@@ -505,7 +505,8 @@ const Policy *find_policy(const std::vector<Policy> &policies,
     }
   }
   if (lowest) {
-    return nullptr; // The newest form names its policy; no guessing.
+    // The newest form names its policy, so no other policy is taken.
+    return nullptr;
   }
   for (const Policy &policy : policies) {
     if (observation.limit && policy.quota == *observation.limit) {
