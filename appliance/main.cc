@@ -52,5 +52,7 @@ int main(int argc, char **argv) {
   if (*check) {
     return check_config(config_path);
   }
-  return 2;
+  // Another subcommand ran in its callback and succeeded; failures left
+  // CLI11_PARSE with their exit status.
+  return 0;
 }
