@@ -63,6 +63,17 @@ Error half_present_ca(const fs::path &present, const fs::path &missing) {
                   present.string())};
 }
 
+// Returns true when the owner of `path`, whose status is `status`, also
+// owns its directory.
+bool owns_parent(const fs::path &path, const struct stat &status) {
+  fs::path directory = path.parent_path();
+
+  struct stat parent {};
+
+  return ::stat(directory.empty() ? "." : directory.c_str(), &parent) == 0 &&
+         parent.st_uid == status.st_uid;
+}
+
 // Returns the login name of `uid`, or the number when it has none.
 std::string user_name(uid_t uid) {
   struct passwd entry {};
@@ -118,22 +129,6 @@ std::string read_common_name(X509 *certificate) {
   std::string name(reinterpret_cast<char *>(utf8), static_cast<size_t>(length));
   OPENSSL_free(utf8);
   return name;
-}
-
-std::string hex_id(size_t bytes) {
-  unsigned char random[16] = {};
-  bytes = std::min(bytes, sizeof(random));
-  if (RAND_bytes(random, static_cast<int>(bytes)) != 1) {
-    // The id only distinguishes CAs in a trust store, so a weak one is fine.
-    uint64_t fallback = static_cast<uint64_t>(::getpid()) ^
-                        static_cast<uint64_t>(std::time(nullptr));
-    return fmt::format("{:016x}", fallback).substr(0, bytes * 2);
-  }
-  std::string text;
-  for (size_t i = 0; i < bytes; ++i) {
-    text += fmt::format("{:02x}", random[i]);
-  }
-  return text;
 }
 
 // Requested content of the server certificate.
@@ -309,6 +304,22 @@ std::string serial_hex(X509 *certificate) {
 
 } // namespace
 
+std::string random_hex(size_t bytes) {
+  unsigned char random[16] = {};
+  bytes = std::min(bytes, sizeof(random));
+  if (RAND_bytes(random, static_cast<int>(bytes)) != 1) {
+    // The id only distinguishes CAs in a trust store, so a weak one is fine.
+    uint64_t fallback = static_cast<uint64_t>(::getpid()) ^
+                        static_cast<uint64_t>(std::time(nullptr));
+    return fmt::format("{:016x}", fallback).substr(0, bytes * 2);
+  }
+  std::string text;
+  for (size_t i = 0; i < bytes; ++i) {
+    text += fmt::format("{:02x}", random[i]);
+  }
+  return text;
+}
+
 Result<bool> file_exists(const fs::path &path) {
   std::error_code error;
   fs::file_status status = fs::symlink_status(path, error);
@@ -341,7 +352,7 @@ std::string ca_common_name(std::string_view suffix) {
   bool printable = std::all_of(name.begin(), name.end(),
                                [](char c) { return c > ' ' && c < 0x7f; });
   std::string host_part =
-      name.empty() || !printable ? hex_id(4) : std::string(name);
+      name.empty() || !printable ? random_hex(4) : std::string(name);
   std::string tail = suffix.empty() ? std::string() : " " + std::string(suffix);
   // The suffix distinguishes CAs of one gateway, so the host name is cut
   // first.
@@ -530,9 +541,10 @@ Result<void> check_key_permissions(const fs::path &path) {
   }
   // A key owned by another user can be replaced by that user, and a key
   // that only root can read breaks the next reload of a daemon that does
-  // not run as root.
+  // not run as root. Root may use keys of the directory's owner, as
+  // `gatecache ca` run by root does with those of a daemon's user.
   uid_t user = ::geteuid();
-  if (status.st_uid != user) {
+  if (status.st_uid != user && !(user == 0 && owns_parent(path, status))) {
     std::string name = user_name(user);
     return fail(ErrorCode::Invalid,
                 fmt::format("private key {} is owned by {}, but gatecache "

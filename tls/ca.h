@@ -118,8 +118,9 @@ ensure_server_certificate(const TlsPaths &paths,
 
 // Checks that the private key file `path` is a regular file that neither
 // group nor others can read, write or execute, owned by the effective user
-// of this process. Errors: `NotFound` when it does not exist, `Io` when
-// stat() fails otherwise, `Invalid` when the mode is too open (with the
+// of this process. When that user is root, a key that the owner of its
+// directory owns passes too. Errors: `NotFound` when it does not exist, `Io`
+// when stat() fails otherwise, `Invalid` when the mode is too open (with the
 // `chmod 600` command that fixes it) or another user owns it (with the
 // `chown` command).
 [[nodiscard]] Result<void>

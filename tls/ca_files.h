@@ -26,6 +26,9 @@ struct KeyPair {
 // Formats `when` as "2026-01-31T12:00:00Z".
 std::string format_time(std::chrono::system_clock::time_point when);
 
+// Returns `bytes` (at most 16) random bytes as lower-case hex.
+std::string random_hex(size_t bytes);
+
 // Returns "gatecache CA <host name>", followed by " <suffix>" when
 // `suffix` is not empty, cut to the 64 characters a common name allows.
 std::string ca_common_name(std::string_view suffix = {});

@@ -95,8 +95,9 @@ public:
   // generation and the directory lock. It reissues the server certificate
   // when less than `renew_fraction` of its life remains, the names changed
   // or another CA signed it. It swaps in new contexts when the server
-  // certificate or the trust bundle changed, and then returns true. For startup and tests; the loop uses
-  // `check_in_background`. Errors: as `create`; the current contexts stay.
+  // certificate or the trust bundle changed, and then returns true. Meant
+  // for startup and tests, because the loop uses `check_in_background`.
+  // Errors: as `create`, and the current contexts stay.
   [[nodiscard]] Result<bool> check(Clock::time_point now);
 
   // Runs the check of `check` on a worker thread at the time of the clock

@@ -8,8 +8,8 @@
 //      reach every node before the switch.
 //   2. `switch_rotation` makes the next CA current, keeps the old one as
 //      `ca-previous.*`, and issues the server certificate from the new CA.
-//      The bundle still holds both, so client certificates of the old CA
-//      are still accepted.
+//      The bundle still contains both, so client certificates of the old
+//      CA are still accepted.
 //   3. `finish_rotation` removes the previous CA; the bundle holds one CA.
 // Each step changes files by atomic renames and can be run again after a
 // crash. A step run out of order fails and names the step that is next.
@@ -61,6 +61,39 @@ const char *to_string(RotationPhase phase);
 // Returns the command that moves a rotation in `phase` on, such as
 // "gatecache ca rotate switch", or "gatecache ca rotate begin" for `Idle`.
 std::string next_rotation_command(RotationPhase phase);
+
+// Creates the next CA in `ca-next.key` and `ca-next.crt`, named
+// "gatecache CA <host> <date>-<random>" so that its subject differs from
+// the current CA's, and returns facts about its certificate. Removes a
+// `ca-next.key` without certificate that an interrupted `begin` left.
+// Errors: `Invalid` outside `RotationPhase::Idle`, naming the next step,
+// or when the current CA does not load. `NotFound` without a current CA.
+// `Io` when a file cannot be written.
+[[nodiscard]] Result<CertificateInfo>
+begin_rotation(const TlsPaths &paths,
+               std::chrono::system_clock::time_point now =
+                   std::chrono::system_clock::now());
+
+// Makes the next CA current: hard-links `ca.*` to `ca-previous.*`, renames
+// `ca-next.*` over `ca.*`, and issues a new server certificate for `names`
+// valid for `lifetime` from the new CA. Resumes a switch that was
+// interrupted. Returns facts about the new server certificate. Errors:
+// `Invalid` in `Idle` or `Switched`, naming the next step, when a CA does
+// not load, or for bad names. `Io` when a file cannot be changed.
+[[nodiscard]] Result<CertificateInfo>
+switch_rotation(const TlsPaths &paths, const std::vector<std::string> &names,
+                std::chrono::seconds lifetime,
+                std::chrono::system_clock::time_point now =
+                    std::chrono::system_clock::now());
+
+// Removes `ca-previous.crt` and `ca-previous.key`, so the previous CA
+// leaves the trust bundle. Returns the client certificates under
+// `paths.clients_dir()` that the previous CA issued, which stop working.
+// Errors: `Invalid` outside `Switched` (naming the next step) or while the
+// server certificate is not issued by the current CA; `Io` when a file
+// cannot be removed.
+[[nodiscard]] Result<std::vector<std::filesystem::path>>
+finish_rotation(const TlsPaths &paths);
 
 // Reads the CA certificates that nodes and the front trust: the current
 // CA, then the next CA (from `begin` to `switch`), then the previous CA

@@ -530,4 +530,24 @@ TEST_CASE("private key check lists every bad key", "[tls][ca]") {
              Catch::Contains("chmod 600 " + paths.server_key().string()));
 }
 
+TEST_CASE("root accepts keys of directory owner", "[tls][ca]") {
+  if (::geteuid() != 0) {
+    WARN("only root can give files to other users; skipped");
+    return;
+  }
+  TempDir temp;
+  fs::path directory = temp.path() / "daemon";
+  fs::create_directories(directory);
+  REQUIRE(::chown(directory.c_str(), 65534, 65534) == 0);
+  fs::path key = directory / "server.key";
+  replace_key(key);
+
+  // Written by root into a directory of user 65534, so owned by 65534.
+  CHECK(check_key_permissions(key));
+  REQUIRE(::chown(key.c_str(), 65533, 65534) == 0);
+  auto checked = check_key_permissions(key);
+  REQUIRE_FALSE(checked);
+  CHECK_THAT(checked.error().message, Catch::Contains("chown"));
+}
+
 } // namespace gatecache::tls
