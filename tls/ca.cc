@@ -167,8 +167,14 @@ std::optional<std::string> content_reason(const KeyPair &server,
   if (now < *not_before) {
     return "server.crt is not valid until " + format_time(*not_before);
   }
-  auto lifetime =
-      std::chrono::duration<double>(*not_after - *not_before).count();
+  if (target.renew_when_remaining >= 1.0) {
+    return "a new certificate was requested";
+  }
+  // Certificates start `ClockSkewAllowance` before they are issued. Counting
+  // the lifetime from the issue keeps a short lifetime from being due at
+  // once.
+  auto issued_at = std::min(*not_before + ClockSkewAllowance, *not_after);
+  auto lifetime = std::chrono::duration<double>(*not_after - issued_at).count();
   auto remaining = std::chrono::duration<double>(*not_after - now).count();
   if (remaining < lifetime * target.renew_when_remaining) {
     return "server.crt expires at " + format_time(*not_after);

@@ -97,10 +97,12 @@ constexpr std::chrono::seconds ClockSkewAllowance = std::chrono::hours(1);
 //   - its subjectAltName set differs from `names`, or its CN from
 //     `names[0]`;
 //   - it is not yet valid, or less than `renew_when_remaining` of its
-//     lifetime remains at `now`. Each of `names` is an IPv4 address, an IPv6
-//     address or a DNS name
-// (see `parse_subject_alt_name`); case and order beyond the first name do
-// not matter. The new certificate is valid from `now` minus
+//     lifetime remains at `now`. The lifetime counts from the issue, one
+//     `ClockSkewAllowance` after the start of validity;
+//   - `renew_when_remaining` is 1, which forces a new pair.
+// Each of `names` is an IPv4 address, an IPv6 address or a DNS name, as
+// `parse_subject_alt_name` accepts them. Case and order beyond the first
+// name do not matter. The new certificate is valid from `now` minus
 // `ClockSkewAllowance` for `lifetime`, cut at the CA's own expiry.
 //
 // Returns true when it issued a new pair. Errors: `Invalid` for an empty or

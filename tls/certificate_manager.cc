@@ -18,6 +18,7 @@ namespace gatecache::tls {
 struct CertificateManager::Generation {
   std::string identity;
   CertificateInfo server;
+  size_t trusted_cas = 0;
   std::map<ClientAuth, std::shared_ptr<SSL_CTX>> contexts;
 };
 
@@ -48,16 +49,13 @@ Result<std::string> read_whole_file(const std::filesystem::path &path) {
 
 // Returns the text that decides whether contexts must be rebuilt: the
 // server certificate and the trust bundle.
-Result<std::string> read_identity(const TlsPaths &paths) {
+Result<std::string> read_identity(const TlsPaths &paths,
+                                  const std::vector<TrustedCa> &bundle) {
   auto server = read_whole_file(paths.server_cert());
   if (!server) {
     return server;
   }
-  auto bundle = read_trust_bundle(paths);
-  if (!bundle) {
-    return tl::unexpected(bundle.error());
-  }
-  auto pem = trust_bundle_pem(*bundle);
+  auto pem = trust_bundle_pem(bundle);
   if (!pem) {
     return pem;
   }
@@ -115,7 +113,11 @@ CertificateManager::Outcome CertificateManager::run_job(const Job &job) {
       !renewed) {
     return tl::unexpected(renewed.error());
   }
-  auto identity = read_identity(paths);
+  auto bundle = read_trust_bundle(paths);
+  if (!bundle) {
+    return tl::unexpected(bundle.error());
+  }
+  auto identity = read_identity(paths, *bundle);
   if (!identity) {
     return tl::unexpected(identity.error());
   }
@@ -125,6 +127,7 @@ CertificateManager::Outcome CertificateManager::run_job(const Job &job) {
 
   Generation generation;
   generation.identity = std::move(*identity);
+  generation.trusted_cas = bundle->size();
   auto info = read_certificate_info(paths.server_cert());
   if (!info) {
     return tl::unexpected(info.error());
@@ -350,25 +353,38 @@ void CertificateManager::finish_worker() {
   }
 }
 
+void CertificateManager::log_swap(const Generation &generation) const {
+  const CertificateInfo &server = generation.server;
+  if (identity_.empty()) {
+    GC_LOG(Tls, info,
+           "Serving server certificate serial {} valid until {}, checking "
+           "it every {} s",
+           server.serial, format_time(server.not_after),
+           check_interval(settings_.lifetime).count());
+  } else if (server.serial != server_.serial) {
+    GC_LOG(Tls, info,
+           "Serving server certificate serial {} valid until {}, replacing "
+           "serial {} valid until {}; connections already open keep the "
+           "old one",
+           server.serial, format_time(server.not_after), server_.serial,
+           format_time(server_.not_after));
+  } else if (generation.identity != identity_) {
+    GC_LOG(Tls, info,
+           "Reloaded the trust bundle: {} CAs verify client certificates "
+           "of new connections",
+           generation.trusted_cas);
+  } else {
+    GC_LOG(Tls, debug, "Built TLS contexts for {} client-auth modes",
+           generation.contexts.size());
+  }
+}
+
 bool CertificateManager::apply(Outcome outcome) {
   if (!outcome || !outcome->has_value()) {
     return false;
   }
   Generation &generation = **outcome;
-  if (!identity_.empty()) {
-    GC_LOG(Tls, info,
-           "Serving server certificate serial {} valid until {}, replacing "
-           "serial {} valid until {}; connections already open keep the "
-           "old one",
-           generation.server.serial, format_time(generation.server.not_after),
-           server_.serial, format_time(server_.not_after));
-  } else {
-    GC_LOG(Tls, info,
-           "Serving server certificate serial {} valid until {}, checking "
-           "it every {} s",
-           generation.server.serial, format_time(generation.server.not_after),
-           check_interval(settings_.lifetime).count());
-  }
+  log_swap(generation);
   identity_ = std::move(generation.identity);
   server_ = std::move(generation.server);
   // Contexts of a mode missing here (a provider requested after the job

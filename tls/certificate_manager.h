@@ -146,6 +146,7 @@ private:
   // before a `check` or `provider` call may apply files older than theirs;
   // the next check corrects that.
   bool apply(Outcome outcome);
+  void log_swap(const Generation &generation) const;
   void start_worker();
   void finish_worker();
   void schedule_timer();

@@ -349,6 +349,41 @@ TEST_CASE("server certificate renewed near expiry", "[tls][ca]") {
   CHECK(info->not_after > start + Day * 150);
 }
 
+TEST_CASE("server certificate short lifetime not due", "[tls][ca]") {
+  TempDir temp;
+  TlsPaths paths = make_paths(temp);
+  Clock::time_point start = Clock::now();
+  REQUIRE(ensure_ca(paths, start));
+  constexpr std::chrono::seconds Lifetime(60);
+  REQUIRE(ensure_server_certificate(paths, ServerNames, Lifetime, 0.5, start));
+
+  // The hour of clock skew allowance before the issue does not count.
+  auto early = ensure_server_certificate(paths, ServerNames, Lifetime, 0.5,
+                                         start + std::chrono::seconds(20));
+  REQUIRE(early);
+  CHECK_FALSE(*early);
+  auto late = ensure_server_certificate(paths, ServerNames, Lifetime, 0.5,
+                                        start + std::chrono::seconds(40));
+  REQUIRE(late);
+  CHECK(*late);
+}
+
+TEST_CASE("server certificate reissued on request", "[tls][ca]") {
+  TempDir temp;
+  TlsPaths paths = make_paths(temp);
+  Clock::time_point start = Clock::now();
+  REQUIRE(ensure_ca(paths, start));
+  REQUIRE(
+      ensure_server_certificate(paths, ServerNames, Day * 90, 1.0 / 3, start));
+  std::string first = read_file(paths.server_cert());
+
+  auto forced =
+      ensure_server_certificate(paths, ServerNames, Day * 90, 1.0, start);
+  REQUIRE(forced);
+  CHECK(*forced);
+  CHECK(read_file(paths.server_cert()) != first);
+}
+
 TEST_CASE("server certificate reissued when expired", "[tls][ca]") {
   TempDir temp;
   TlsPaths paths = make_paths(temp);
