@@ -3,11 +3,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
 #include <http_parser.h>
 #include <poll.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -16,8 +18,8 @@ namespace gatecache::admin {
 
 namespace {
 
-// Largest response body the client accepts. The daemon's largest answers
-// (pulls, metrics) stay far below this.
+// Maximum response body the client accepts. The largest daemon response,
+// 10000 pulls, is estimated at about 3 MiB.
 constexpr size_t MaxResponseBytes = 64 * 1024 * 1024;
 constexpr size_t ReadChunkBytes = 16 * 1024;
 // Pause between connect attempts while the daemon's accept queue is full.
@@ -36,6 +38,13 @@ int remaining_ms(double deadline) {
     return 0;
   }
   return static_cast<int>(std::ceil(left * 1000));
+}
+
+// Formats a timeout for messages: "10", "0.5".
+std::string format_seconds(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", seconds);
+  return text;
 }
 
 std::string connect_error(const std::string &path, int error) {
@@ -179,7 +188,7 @@ Result<void> AdminClient::connect(double deadline) {
       continue;
     }
     if (error == EAGAIN && monotonic_s() < deadline) {
-      // A Unix socket refuses a non-blocking connect with EAGAIN while the
+      // A non-blocking connect to a Unix socket fails with EAGAIN while the
       // listener's accept queue is full.
       ::poll(nullptr, 0, ConnectRetryMs);
       continue;
@@ -188,7 +197,7 @@ Result<void> AdminClient::connect(double deadline) {
     if (error == EAGAIN) {
       return fail(ErrorCode::Timeout,
                   "cannot connect to " + socket_path_ + " within " +
-                      std::to_string(static_cast<int>(timeout_s_)) +
+                      format_seconds(timeout_s_) +
                       " s: the daemon accepts no connections");
     }
     return fail(ErrorCode::Unreachable, connect_error(socket_path_, error));
@@ -202,8 +211,8 @@ Result<ClientResponse> AdminClient::get(const std::string &target) {
 }
 
 Result<ClientResponse> AdminClient::post(const std::string &target,
-                                         const std::string &json_body) {
-  return request("POST", target, json_body);
+                                         const std::string &body) {
+  return request("POST", target, body);
 }
 
 Result<ClientResponse> AdminClient::request(const std::string &method,
@@ -213,7 +222,7 @@ Result<ClientResponse> AdminClient::request(const std::string &method,
   bool reused = fd_ >= 0;
   if (reused) {
     // An idle connection that is readable was closed by the daemon (its
-    // idle timeout) or carries bytes nobody asked for: start over.
+    // idle timeout) or contains unrequested bytes, so a new one is opened.
     pollfd check = {fd_, POLLIN, 0};
     if (::poll(&check, 1, 0) != 0) {
       disconnect();
@@ -265,7 +274,7 @@ Result<ClientResponse> AdminClient::exchange(const std::string &message,
   auto timed_out = [&] {
     return fail(ErrorCode::Timeout,
                 "no response from gatecache on " + socket_path_ + " within " +
-                    std::to_string(static_cast<int>(timeout_s_)) +
+                    format_seconds(timeout_s_) +
                     " s; the daemon may be overloaded or stuck");
   };
 
@@ -317,7 +326,7 @@ Result<ClientResponse> AdminClient::exchange(const std::string &message,
     if (got > 0) {
       got_anything = true;
     }
-    // A zero-length call tells the parser about the end of the stream,
+    // A zero-length call signals the end of the stream to the parser,
     // which ends a body that has no Content-Length.
     http_parser_execute(&parser, &response_settings(), buffer,
                         static_cast<size_t>(got));
@@ -328,7 +337,7 @@ Result<ClientResponse> AdminClient::exchange(const std::string &message,
                       std::to_string(MaxResponseBytes >> 20) + " MiB");
     }
     if (error != HPE_OK && error != HPE_PAUSED) {
-      return fail(ErrorCode::Invalid, std::string("malformed HTTP response: ") +
+      return fail(ErrorCode::Invalid, std::string("invalid HTTP response: ") +
                                           http_errno_description(error));
     }
     if (got == 0 && !parse.complete) {
@@ -344,27 +353,30 @@ Result<ClientResponse> AdminClient::exchange(const std::string &message,
 }
 
 Result<nlohmann::json> AdminClient::get_json(const std::string &target) {
-  return to_json("GET", target, get(target));
+  auto response = get(target);
+  if (!response) {
+    return tl::unexpected(response.error());
+  }
+  return json_body("GET " + target, *response);
 }
 
 Result<nlohmann::json> AdminClient::post_json(const std::string &target,
                                               const nlohmann::json &body) {
-  return to_json("POST", target, post(target, body.dump()));
-}
-
-Result<nlohmann::json> AdminClient::to_json(const std::string &method,
-                                            const std::string &target,
-                                            Result<ClientResponse> response) {
+  auto response = post(target, body.dump());
   if (!response) {
     return tl::unexpected(response.error());
   }
-  auto body = nlohmann::json::parse(response->body, nullptr, false);
-  int status = response->status;
+  return json_body("POST " + target, *response);
+}
+
+Result<nlohmann::json> json_body(const std::string &request,
+                                 const ClientResponse &response) {
+  auto body = nlohmann::json::parse(response.body, nullptr, false);
+  int status = response.status;
   if (status >= 200 && status < 300) {
     if (body.is_discarded()) {
-      return fail(ErrorCode::Invalid, method + " " + target +
-                                          ": the daemon's response is not "
-                                          "valid JSON");
+      return fail(ErrorCode::Invalid,
+                  request + ": the daemon's response is not valid JSON");
     }
     return body;
   }
@@ -374,10 +386,9 @@ Result<nlohmann::json> AdminClient::to_json(const std::string &method,
       body["error"].is_string()) {
     message = body["error"].get<std::string>();
   } else {
-    message = response->body.substr(0, 200);
+    message = response.body.substr(0, 200);
   }
-  message += " (HTTP " + std::to_string(status) + " from " + method + " " +
-             target + ")";
+  message += " (HTTP " + std::to_string(status) + " from " + request + ")";
   ErrorCode code = status == 400   ? ErrorCode::Invalid
                    : status == 403 ? ErrorCode::Denied
                    : status == 404 ? ErrorCode::NotFound

@@ -21,6 +21,14 @@ struct ClientResponse {
 // unreserved characters as they are.
 std::string query_escape(std::string_view value);
 
+// Returns the parsed body of a 2xx response to `request` (such as "GET
+// /v1/status"), which names the request in error messages. Any other
+// status is an error carrying the server's message: `Invalid` for 400,
+// `NotFound` for 404, `Denied` for 403, `UpstreamRejected` otherwise.
+// `Invalid` also for a 2xx body that is not JSON.
+[[nodiscard]] Result<nlohmann::json> json_body(const std::string &request,
+                                               const ClientResponse &response);
+
 class AdminClient {
 public:
   static constexpr double DefaultTimeoutS = 10;
@@ -40,12 +48,9 @@ public:
   // connection breaks, `Invalid` for a malformed response.
   [[nodiscard]] Result<ClientResponse> get(const std::string &target);
   [[nodiscard]] Result<ClientResponse> post(const std::string &target,
-                                            const std::string &json_body);
+                                            const std::string &body);
 
-  // Like `get()` and `post()`, and returns the parsed body of a 2xx
-  // response. Any other status is an error carrying the server's message:
-  // `Invalid` for 400, `NotFound` for 404, `Denied` for 403,
-  // `UpstreamRejected` otherwise.
+  // Like `get()` and `post()`, and returns the body as `json_body()` does.
   [[nodiscard]] Result<nlohmann::json> get_json(const std::string &target);
   [[nodiscard]] Result<nlohmann::json> post_json(const std::string &target,
                                                  const nlohmann::json &body);
@@ -59,9 +64,6 @@ private:
   Result<ClientResponse> exchange(const std::string &message, double deadline,
                                   bool &sent_anything, bool &got_anything);
   Result<void> connect(double deadline);
-  Result<nlohmann::json> to_json(const std::string &method,
-                                 const std::string &target,
-                                 Result<ClientResponse> response);
   void disconnect();
 
   std::string socket_path_;

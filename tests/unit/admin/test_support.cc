@@ -1,5 +1,6 @@
 #include "tests/unit/admin/test_support.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -167,6 +168,11 @@ Result<uint64_t> FakeSource::start_prewarm(const nlohmann::json &sets) {
 }
 
 std::optional<nlohmann::json> FakeSource::prewarm_job(uint64_t id) {
+  if (!job_sequence.empty()) {
+    size_t index = std::min(job_calls, job_sequence.size() - 1);
+    ++job_calls;
+    return job_sequence[index];
+  }
   auto found = jobs.find(id);
   if (found == jobs.end()) {
     return std::nullopt;

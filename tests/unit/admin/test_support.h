@@ -88,6 +88,10 @@ public:
   bool throw_in_status = false;
   // Jobs by id for `prewarm_job()`.
   std::map<uint64_t, nlohmann::json> jobs;
+  // When not empty, `prewarm_job()` returns these for any id, one per
+  // call, and repeats the last one.
+  std::vector<nlohmann::json> job_sequence;
+  size_t job_calls = 0;
 };
 
 // Example status object in the documented schema.
