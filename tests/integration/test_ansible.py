@@ -386,17 +386,9 @@ def test_containerd_pulls_through_gatecache(layout, node, gatecache, registry,
 # --- The verification step against a running gatecache ---
 
 
-def gatecache_has_pulls_command(binary):
-    help_text = run([binary, "--help"], timeout=30, check=False).stdout
-    return any(line.split()[:1] == ["pulls"] for line in help_text.splitlines())
-
-
 @pytest.fixture
 def verified_node(node, gatecache, gatecache_bin, tmp_path):
     """A node root with a running containerd and verification turned on."""
-    if not gatecache_has_pulls_command(gatecache_bin):
-        pytest.xfail("gatecache has no `pulls` command yet, which the "
-                     "verification asks for the node's requests")
     node.write_config(V2_TRAP_CONFIG.format(cni=tmp_path / "cni"))
     daemon = ImportingContainerd(tmp_path / "containerd", node.config, cri=True)
     daemon.start()
@@ -548,26 +540,11 @@ def test_gateway_config_with_clusters(gateway):
 
     result = playbook.run(variables)
 
-    if "unknown key" in result.text:
-        pytest.xfail("the config loader does not read clusters, admin, "
-                     "budget or listen maps yet")
     assert result.returncode == 0, result.describe()
 
 
 def test_gateway_creates_ca_and_saves_bundle(gateway, gatecache_bin):
-    help_text = run([gatecache_bin, "--help"], timeout=30, check=False).stdout
-    if not any(line.split()[:1] == ["ca"] for line in help_text.splitlines()):
-        pytest.xfail("gatecache has no `ca` command yet")
     playbook, variables = gateway
-    probe = Path(variables["gatecache_storage_path"]).parent / "probe"
-    probe.mkdir()
-    (probe / "gatecache.yaml").write_text(
-        f'storage:\n  path: "{probe}/state"\nupstreams:\n  docker.io: {{}}\n')
-    init = run([gatecache_bin, "ca", "init", "--config",
-                probe / "gatecache.yaml"], timeout=60, check=False)
-    if init.returncode != 0 and "Created CA" in init.stdout:
-        pytest.xfail("`gatecache ca init` creates the CA but exits with "
-                     f"{init.returncode}, so the role reports a failure")
     variables["gatecache_manage_ca"] = True
 
     first = playbook.run(variables)
