@@ -72,7 +72,7 @@ def settle():
     time.sleep(1)
 
 
-# 1. Two clusters of fifteen nodes pull the same twenty images at once ------
+# Two clusters of fifteen nodes pull the same twenty images at once ---------
 
 FLEET_NODES = 15
 FLEET_SINGLE = 15
@@ -220,7 +220,7 @@ def test_fleet_status_counts_clusters(fleet):
     assert status["denied"] == 0
 
 
-# 2. Freshness windows ------------------------------------------------------
+# Freshness windows ---------------------------------------------------------
 
 FRESH_WINDOW = 6
 
@@ -293,7 +293,7 @@ def test_tag_freshness_window(start_hub, start_gateway, pusher):
     node.close()
 
 
-# 3. Spent budget: stale copies, 429 and recovery ---------------------------
+# Spent budget: stale copies, 429 and recovery ------------------------------
 
 SPENT_LIMIT = 10
 SPENT_WINDOW = 12
@@ -366,7 +366,7 @@ def test_spent_budget_serves_stale_then_recovers(start_hub, start_gateway,
     assert hub.stats().too_many_requests == 0
 
 
-# A 429 from Docker Hub blocks counted requests until its Retry-After.
+# A 429 from Docker Hub blocks counted requests ----------------------------
 
 THROTTLE_LIMIT = 10
 THROTTLE_WINDOW = 10
@@ -427,7 +427,125 @@ def test_upstream_429_blocks_until_retry_after(start_hub, start_gateway,
     assert hub.stats().too_many_requests == 1
 
 
-# 4. Weighted fair shares of a scarce budget --------------------------------
+# Restart keeps the budget --------------------------------------------------
+
+
+def test_restart_keeps_budget(start_hub, start_gateway, pusher):
+    base = base_layer("restart")
+    for name in ("library/restart-1", "library/restart-2"):
+        pusher.push(name, build_image(name, base_layers=(base,)), "v1")
+    hub = start_hub(limit=50, window_seconds=3600)
+    daemon = start_gateway(hub, "gc-restart")
+    for name in ("library/restart-1", "library/restart-2"):
+        assert pull_once(daemon, "127.0.0.30", ref(name)).error == ""
+
+    fields = ("limit", "remaining", "window_s", "source", "spent_last_hour")
+    before = upstream_status(cli_json(daemon, "status"), HUB)
+    assert before["limit"] == 50
+    assert before["remaining"] == 48
+    assert before["source"] == "headers"
+
+    assert daemon.stop() == 0
+    mark = len(hub.requests())
+    daemon.start()
+    after = upstream_status(cli_json(daemon, "status"), HUB)
+    assert {f: after[f] for f in fields} == {f: before[f] for f in fields}
+    assert hub_requests_since(hub, mark) == []
+
+
+# A token that expires while a layer downloads ------------------------------
+
+TOKEN_LIFETIME = 2
+CDN_RATE = 256 * 1024
+SLOW_LAYER_BYTES = 1024 * 1024  # About 4 s at CDN_RATE.
+
+
+def test_token_expires_mid_download(start_hub, start_gateway, pusher):
+    repository = "library/slow"
+    slow = pusher.push(repository, build_image(
+        "slow", files={"opt/payload": random_file("slow", SLOW_LAYER_BYTES)}),
+        "v1")
+    later = pusher.push(repository, build_image("slow-later"), "v2")
+    hub = start_hub(token_lifetime=TOKEN_LIFETIME, cdn_rate=CDN_RATE)
+    daemon = start_gateway(hub, "gc-token")
+
+    pulled = pull_once(daemon, "127.0.0.40", ref(repository, "v1"))
+    assert pulled.error == ""
+    assert pulled.digest == slow.digest
+
+    # The download outlived every token issued before it ended.
+    layer = slow.layers[-1].digest
+    layer_get = [r for r in hub.requests("cdn") if cdn_digest(r) == layer]
+    tokens = [r for r in hub.requests("auth") if r.status == 200]
+    assert len(layer_get) == 1
+    assert tokens
+    last_token_before = max(r.time for r in tokens
+                            if r.time <= layer_get[0].time)
+    assert layer_get[0].time - last_token_before > TOKEN_LIFETIME
+
+    token_requests = hub.stats().token_requests
+    renewed = pull_once(daemon, "127.0.0.40", ref(repository, "v2"))
+    stats = hub.stats()
+    assert renewed.error == ""
+    assert renewed.digest == later.digest
+    assert stats.token_requests > token_requests
+    assert stats.cdn_authorization_violations == 0
+    assert [r.path for r in hub.requests("cdn") if r.authorization] == []
+
+
+# Clients outside every cluster, and the operator's commands ----------------
+
+
+def test_denied_client_and_cli_reports(start_hub, start_gateway, pusher):
+    repository = "library/report"
+    image = pusher.push(repository, build_image("report"), "v1")
+    hub = start_hub()
+    daemon = start_gateway(
+        hub, "gc-report",
+        clusters={"dev": {"sources": [CLUSTER_A]},
+                  "prod": {"sources": [CLUSTER_B], "weight": 2}})
+    outsider = make_node(daemon, "127.0.3.1")
+    denied = outsider.request("GET", f"/v2/{repository}/manifests/v1", HUB,
+                              {"Accept": CONTAINERD_ACCEPT})
+    outsider.close()
+    assert denied.status == 403
+    assert denied.error_codes() == ["DENIED"]
+    assert hub.requests() == []
+
+    dev = pull_once(daemon, node_address("a", 0), ref(repository))
+    prod = pull_once(daemon, node_address("b", 0), ref(repository))
+    assert dev.error == ""
+    assert prod.error == ""
+    assert dev.digest == image.digest
+
+    status = cli_json(daemon, "status")
+    assert status["denied"] == 1
+    assert cluster_status(status, "dev")["weight"] == 1
+    assert cluster_status(status, "prod")["weight"] == 2
+    assert cluster_status(status, "dev")["requests"] > 0
+    assert cluster_status(status, "dev")["counted"] == 1
+    assert cluster_status(status, "prod")["counted"] == 0
+
+    text = run_cli(daemon, "status").stdout
+    for name in (HUB, "dev", "prod"):
+        assert name in text, text
+
+    dev_address = node_address("a", 0)
+    pulls = cli_json(daemon, "pulls", "--client", dev_address)["pulls"]
+    assert pulls
+    assert {p["client"] for p in pulls} == {dev_address}
+    assert {p["cluster"] for p in pulls} == {"dev"}
+    assert {p["status"] for p in pulls} == {200}
+    manifests = [p for p in pulls if p["kind"] == "manifest"]
+    blobs = {p["reference"] for p in pulls if p["kind"] == "blob"}
+    assert {p["repository"] for p in pulls} == {repository}
+    assert {p["reference"] for p in manifests} >= {"v1"}
+    assert blobs == set(image.blob_digests)
+    text = run_cli(daemon, "pulls", "--client", dev_address).stdout
+    assert repository in text, text
+
+
+# Weighted fair shares of a scarce budget -----------------------------------
 
 FAIR_LIMIT = 64
 FAIR_WINDOW = 20
@@ -524,121 +642,3 @@ def test_weights_share_scarce_budget(start_hub, start_gateway, pusher):
         f"{served} served; the hub still had {unused} pulls in the window "
         "while the other requests got 429")
     assert hub.stats().too_many_requests == 0
-
-
-# 5. Restart keeps the budget -----------------------------------------------
-
-
-def test_restart_keeps_budget(start_hub, start_gateway, pusher):
-    base = base_layer("restart")
-    for name in ("library/restart-1", "library/restart-2"):
-        pusher.push(name, build_image(name, base_layers=(base,)), "v1")
-    hub = start_hub(limit=50, window_seconds=3600)
-    daemon = start_gateway(hub, "gc-restart")
-    for name in ("library/restart-1", "library/restart-2"):
-        assert pull_once(daemon, "127.0.0.30", ref(name)).error == ""
-
-    fields = ("limit", "remaining", "window_s", "source", "spent_last_hour")
-    before = upstream_status(cli_json(daemon, "status"), HUB)
-    assert before["limit"] == 50
-    assert before["remaining"] == 48
-    assert before["source"] == "headers"
-
-    assert daemon.stop() == 0
-    mark = len(hub.requests())
-    daemon.start()
-    after = upstream_status(cli_json(daemon, "status"), HUB)
-    assert {f: after[f] for f in fields} == {f: before[f] for f in fields}
-    assert hub_requests_since(hub, mark) == []
-
-
-# 7. A token that expires while a layer downloads ---------------------------
-
-TOKEN_LIFETIME = 2
-CDN_RATE = 256 * 1024
-SLOW_LAYER_BYTES = 1024 * 1024  # About 4 s at CDN_RATE.
-
-
-def test_token_expires_mid_download(start_hub, start_gateway, pusher):
-    repository = "library/slow"
-    slow = pusher.push(repository, build_image(
-        "slow", files={"opt/payload": random_file("slow", SLOW_LAYER_BYTES)}),
-        "v1")
-    later = pusher.push(repository, build_image("slow-later"), "v2")
-    hub = start_hub(token_lifetime=TOKEN_LIFETIME, cdn_rate=CDN_RATE)
-    daemon = start_gateway(hub, "gc-token")
-
-    pulled = pull_once(daemon, "127.0.0.40", ref(repository, "v1"))
-    assert pulled.error == ""
-    assert pulled.digest == slow.digest
-
-    # The download outlived every token issued before it ended.
-    layer = slow.layers[-1].digest
-    layer_get = [r for r in hub.requests("cdn") if cdn_digest(r) == layer]
-    tokens = [r for r in hub.requests("auth") if r.status == 200]
-    assert len(layer_get) == 1
-    assert tokens
-    last_token_before = max(r.time for r in tokens
-                            if r.time <= layer_get[0].time)
-    assert layer_get[0].time - last_token_before > TOKEN_LIFETIME
-
-    token_requests = hub.stats().token_requests
-    renewed = pull_once(daemon, "127.0.0.40", ref(repository, "v2"))
-    stats = hub.stats()
-    assert renewed.error == ""
-    assert renewed.digest == later.digest
-    assert stats.token_requests > token_requests
-    assert stats.cdn_authorization_violations == 0
-    assert [r.path for r in hub.requests("cdn") if r.authorization] == []
-
-
-# 8. Clients outside every cluster, and the operator's commands -------------
-
-
-def test_denied_client_and_cli_reports(start_hub, start_gateway, pusher):
-    repository = "library/report"
-    image = pusher.push(repository, build_image("report"), "v1")
-    hub = start_hub()
-    daemon = start_gateway(
-        hub, "gc-report",
-        clusters={"dev": {"sources": [CLUSTER_A]},
-                  "prod": {"sources": [CLUSTER_B], "weight": 2}})
-    outsider = make_node(daemon, "127.0.3.1")
-    denied = outsider.request("GET", f"/v2/{repository}/manifests/v1", HUB,
-                              {"Accept": CONTAINERD_ACCEPT})
-    outsider.close()
-    assert denied.status == 403
-    assert denied.error_codes() == ["DENIED"]
-    assert hub.requests() == []
-
-    dev = pull_once(daemon, node_address("a", 0), ref(repository))
-    prod = pull_once(daemon, node_address("b", 0), ref(repository))
-    assert dev.error == ""
-    assert prod.error == ""
-    assert dev.digest == image.digest
-
-    status = cli_json(daemon, "status")
-    assert status["denied"] == 1
-    assert cluster_status(status, "dev")["weight"] == 1
-    assert cluster_status(status, "prod")["weight"] == 2
-    assert cluster_status(status, "dev")["requests"] > 0
-    assert cluster_status(status, "dev")["counted"] == 1
-    assert cluster_status(status, "prod")["counted"] == 0
-
-    text = run_cli(daemon, "status").stdout
-    for name in (HUB, "dev", "prod"):
-        assert name in text, text
-
-    dev_address = node_address("a", 0)
-    pulls = cli_json(daemon, "pulls", "--client", dev_address)["pulls"]
-    assert pulls
-    assert {p["client"] for p in pulls} == {dev_address}
-    assert {p["cluster"] for p in pulls} == {"dev"}
-    assert {p["status"] for p in pulls} == {200}
-    manifests = [p for p in pulls if p["kind"] == "manifest"]
-    blobs = {p["reference"] for p in pulls if p["kind"] == "blob"}
-    assert {p["repository"] for p in pulls} == {repository}
-    assert {p["reference"] for p in manifests} >= {"v1"}
-    assert blobs == set(image.blob_digests)
-    text = run_cli(daemon, "pulls", "--client", dev_address).stdout
-    assert repository in text, text
