@@ -23,6 +23,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "appliance/config/values.h"
+#include "appliance/registry/grammar.h"
 
 namespace gatecache::prewarm {
 namespace {
@@ -32,12 +33,6 @@ namespace {
 constexpr size_t MaxSetFileBytes = 1 << 20;
 constexpr size_t MaxReportedErrors = 20;
 constexpr size_t MaxEchoedValueBytes = 80;
-
-// Limits of the OCI distribution specification: repository names of at
-// most 255 characters (as the registry router checks them) and tags of at
-// most 128.
-constexpr size_t MaxRepositoryNameLength = 255;
-constexpr size_t MaxTagLength = 128;
 
 constexpr std::string_view ReferenceForm =
     "an image reference such as \"nginx:1.27\", "
@@ -87,118 +82,12 @@ std::string echo(std::string_view value) {
   return text;
 }
 
-// TODO: share the name, tag and digest checks with
-// appliance/registry/route.cc, which keeps the same grammar private.
-
-// Checks one repository path component against
-// [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*, the OCI distribution grammar.
-bool is_name_component(std::string_view component) {
-  size_t i = 0;
-  while (true) {
-    size_t run_start = i;
-    while (i < component.size() && is_lower_alnum(component[i])) {
-      ++i;
-    }
-    if (i == run_start) {
-      return false;
-    }
-    if (i == component.size()) {
-      return true;
-    }
-
-    // One separator, then another alphanumeric run must follow.
-    if (component[i] == '.') {
-      ++i;
-    } else if (component[i] == '_') {
-      ++i;
-      if (i < component.size() && component[i] == '_') {
-        ++i;
-      }
-    } else if (component[i] == '-') {
-      while (i < component.size() && component[i] == '-') {
-        ++i;
-      }
-    } else {
-      return false;
-    }
-  }
-}
-
 Result<void> check_repository(std::string_view name) {
-  if (name.empty()) {
-    return fail(ErrorCode::Invalid, "missing repository name");
-  }
-  if (name.size() > MaxRepositoryNameLength) {
-    return fail(ErrorCode::Invalid, "repository name is longer than 255 "
-                                    "characters");
-  }
-  for (char c : name) {
-    if (c >= 'A' && c <= 'Z') {
-      return fail(ErrorCode::Invalid,
-                  "repository name '" + echo(name) + "' is not lower case");
-    }
-  }
-
-  size_t start = 0;
-  while (true) {
-    size_t slash = name.find('/', start);
-    std::string_view component = name.substr(start, slash - start);
-    if (!is_name_component(component)) {
-      return fail(ErrorCode::Invalid, "invalid repository name '" + echo(name) +
-                                          "': each component must match "
-                                          "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)*");
-    }
-    if (slash == std::string_view::npos) {
-      return {};
-    }
-    start = slash + 1;
-  }
+  return registry::check_repository_name(name);
 }
 
-// Checks a tag against [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}.
-Result<void> check_tag(std::string_view tag) {
-  bool valid = !tag.empty() && tag.size() <= MaxTagLength &&
-               tag.front() != '.' && tag.front() != '-';
-  for (char c : tag) {
-    bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                   (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
-    valid = valid && allowed;
-  }
-  if (!valid) {
-    return fail(ErrorCode::Invalid,
-                "invalid tag '" + echo(tag) +
-                    "': tags must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}");
-  }
-  return {};
-}
-
-// Accepts the digests the cache verifies: sha256 with 64 and sha512 with
-// 128 lower-case hex digits.
-Result<void> check_digest(std::string_view digest) {
-  size_t colon = digest.find(':');
-  std::string_view algorithm = digest.substr(0, colon);
-  std::string_view encoded = colon == std::string_view::npos
-                                 ? std::string_view()
-                                 : digest.substr(colon + 1);
-  size_t expected_length = 0;
-  if (algorithm == "sha256") {
-    expected_length = 64;
-  } else if (algorithm == "sha512") {
-    expected_length = 128;
-  }
-
-  bool valid = expected_length != 0 && encoded.size() == expected_length;
-  for (char c : encoded) {
-    valid = valid && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
-  }
-  if (!valid) {
-    return fail(ErrorCode::Invalid,
-                "invalid digest '" + echo(digest) +
-                    "': expected sha256:<64 lower-case hex digits> or "
-                    "sha512:<128 lower-case hex digits>");
-  }
-  return {};
-}
+using registry::check_digest;
+using registry::check_tag;
 
 // True when the first component of a reference names a registry rather
 // than a Docker Hub namespace.

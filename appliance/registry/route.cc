@@ -5,15 +5,10 @@
 #include <utility>
 
 #include "appliance/config/values.h"
+#include "appliance/registry/grammar.h"
 
 namespace gatecache::registry {
 namespace {
-
-// Client input echoed in an error message is cut to this many bytes, so a
-// long path cannot inflate every error body.
-constexpr size_t MaxEchoedBytes = 128;
-
-constexpr size_t MaxTagLength = 128;
 
 // A request target split into its parts. The views point into the raw path.
 struct Target {
@@ -36,35 +31,7 @@ bool has_control_character(std::string_view text) {
   return false;
 }
 
-bool is_lower_alnum(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-bool is_lower_hex(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
-// Returns `text` cut to `MaxEchoedBytes`, with control characters written
-// as \xNN. Only decoded query values can still contain them here.
-std::string echo(std::string_view text) {
-  bool cut = text.size() > MaxEchoedBytes;
-  std::string result;
-  for (char c : text.substr(0, MaxEchoedBytes)) {
-    if (is_control_character(c)) {
-      static constexpr char hex[] = "0123456789abcdef";
-      auto byte = static_cast<unsigned char>(c);
-      result += "\\x";
-      result += hex[byte >> 4];
-      result += hex[byte & 0xF];
-    } else {
-      result += c;
-    }
-  }
-  if (cut) {
-    result += "...";
-  }
-  return result;
-}
+std::string echo(std::string_view text) { return echo_value(text); }
 
 tl::unexpected<OciError> reject(OciError error) {
   return tl::unexpected<OciError>(std::move(error));
@@ -92,112 +59,23 @@ std::optional<OciError> check_segments(std::string_view rest) {
   return std::nullopt;
 }
 
-// Checks one component of a repository name against
-// [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*.
-bool is_name_component(std::string_view component) {
-  size_t i = 0;
-  while (true) {
-    size_t start = i;
-    while (i < component.size() && is_lower_alnum(component[i])) {
-      ++i;
-    }
-    if (i == start) {
-      return false;
-    }
-    if (i == component.size()) {
-      return true;
-    }
-    if (component[i] == '.') {
-      ++i;
-    } else if (component[i] == '_') {
-      ++i;
-      if (i < component.size() && component[i] == '_') {
-        ++i;
-      }
-    } else if (component[i] == '-') {
-      while (i < component.size() && component[i] == '-') {
-        ++i;
-      }
-    } else {
-      return false;
-    }
-  }
-}
-
-std::optional<OciError> check_repository_name(std::string_view name) {
-  if (name.empty()) {
-    return OciError::name_invalid("missing repository name");
-  }
-  if (name.size() > MaxRepositoryNameLength) {
-    return OciError::name_invalid("repository name is longer than " +
-                                  std::to_string(MaxRepositoryNameLength) +
-                                  " characters");
-  }
-  for (char c : name) {
-    if (c >= 'A' && c <= 'Z') {
-      return OciError::name_invalid("repository name '" + echo(name) +
-                                    "' must be lower case");
-    }
-  }
-
-  std::string_view rest = name;
-  while (true) {
-    size_t slash = rest.find('/');
-    if (!is_name_component(rest.substr(0, slash))) {
-      return OciError::name_invalid(
-          "invalid repository name '" + echo(name) +
-          "': components must match [a-z0-9]+((.|_|__|-+)[a-z0-9]+)*");
-    }
-    if (slash == std::string_view::npos) {
-      return std::nullopt;
-    }
-    rest.remove_prefix(slash + 1);
-  }
-}
-
-// Checks a tag against [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}. A tag shaped
-// like "sha256-<hex>" (the referrers tag schema) is a valid tag.
-std::optional<OciError> check_tag(std::string_view tag) {
-  bool valid = !tag.empty() && tag.size() <= MaxTagLength &&
-               tag.front() != '.' && tag.front() != '-';
-  for (char c : tag) {
-    bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                   (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
-    valid = valid && allowed;
-  }
-  if (!valid) {
-    return OciError::name_invalid(
-        "invalid tag '" + echo(tag) +
-        "': tags must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}");
+std::optional<OciError> name_error(std::string_view name) {
+  if (auto checked = check_repository_name(name); !checked) {
+    return OciError::name_invalid(checked.error().message);
   }
   return std::nullopt;
 }
 
-// Accepts the digests the cache can verify: sha256 with 64 and sha512 with
-// 128 lower-case hex digits, as `cache::Digest::parse()` does. This local
-// check keeps routing free of the cache library.
-std::optional<OciError> check_digest(std::string_view digest) {
-  size_t colon = digest.find(':');
-  std::string_view algorithm = digest.substr(0, colon);
-  std::string_view encoded = colon == std::string_view::npos
-                                 ? std::string_view()
-                                 : digest.substr(colon + 1);
-  size_t expected_length = 0;
-  if (algorithm == "sha256") {
-    expected_length = 64;
-  } else if (algorithm == "sha512") {
-    expected_length = 128;
+std::optional<OciError> tag_error(std::string_view tag) {
+  if (auto checked = check_tag(tag); !checked) {
+    return OciError::name_invalid(checked.error().message);
   }
+  return std::nullopt;
+}
 
-  bool valid = expected_length != 0 && encoded.size() == expected_length;
-  for (char c : encoded) {
-    valid = valid && is_lower_hex(c);
-  }
-  if (!valid) {
-    return OciError::digest_invalid(
-        "invalid digest '" + echo(digest) +
-        "': expected sha256:<64 lower-case hex digits> or "
-        "sha512:<128 lower-case hex digits>");
+std::optional<OciError> digest_error(std::string_view digest) {
+  if (auto checked = check_digest(digest); !checked) {
+    return OciError::digest_invalid(checked.error().message);
   }
   return std::nullopt;
 }
@@ -284,13 +162,13 @@ std::optional<OciError> check_reference(const Target &target) {
       return OciError::digest_invalid("blobs are addressed by digest, not '" +
                                       echo(target.reference) + "'");
     }
-    return check_digest(target.reference);
+    return digest_error(target.reference);
   }
   if (target.endpoint == Endpoint::Manifest) {
     if (target.reference.find(':') != std::string_view::npos) {
-      return check_digest(target.reference);
+      return digest_error(target.reference);
     }
-    return check_tag(target.reference);
+    return tag_error(target.reference);
   }
   return std::nullopt;
 }
@@ -459,7 +337,7 @@ tl::expected<Route, OciError> route_request(const RouteTable &table,
     return reject(std::move(target.error()));
   }
   if (target->endpoint != Endpoint::Base) {
-    if (auto error = check_repository_name(target->name)) {
+    if (auto error = name_error(target->name)) {
       return reject(std::move(*error));
     }
     if (auto error = check_reference(*target)) {

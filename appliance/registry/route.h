@@ -40,12 +40,10 @@
 
 #include "appliance/config/config.h"
 #include "appliance/front/exchange.h"
+#include "appliance/registry/grammar.h"
 #include "appliance/registry/oci_error.h"
 
 namespace gatecache::registry {
-
-// Maximum length of a repository name, after Docker Hub normalisation.
-inline constexpr size_t MaxRepositoryNameLength = 255;
 
 enum class Endpoint { Base, Manifest, Blob, TagsList };
 

@@ -117,22 +117,22 @@ TEST_CASE("image reference rejects malformed text", "[prewarm]") {
       {"nginx\n", "image reference contains a space or control character"},
       {"https://ghcr.io/a/b",
        "a URL instead of an image reference (drop the scheme)"},
-      {"Nginx", "repository name 'library/Nginx' is not lower case"},
-      {"ghcr.io/Org/app", "repository name 'Org/app' is not lower case"},
+      {"Nginx", "repository name 'library/Nginx' must be lower case"},
+      {"ghcr.io/Org/app", "repository name 'Org/app' must be lower case"},
       {"nginx:", "invalid tag '': tags must match "
                  "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"},
       {"nginx:-rc", "invalid tag '-rc': tags must match "
                     "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"},
       {"nginx:" + std::string(129, 't'),
-       "invalid tag '" + std::string(80, 't') +
+       "invalid tag '" + std::string(128, 't') +
            "...': tags must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"},
-      {"a//b", bad_name + "a//b': each component must match "
+      {"a//b", bad_name + "a//b': components must match "
                           "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)*"},
-      {"a/b/", bad_name + "a/b/': each component must match "
+      {"a/b/", bad_name + "a/b/': components must match "
                           "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)*"},
-      {"a/-b", bad_name + "a/-b': each component must match "
+      {"a/-b", bad_name + "a/-b': components must match "
                           "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)*"},
-      {"a/b___c", bad_name + "a/b___c': each component must match "
+      {"a/b___c", bad_name + "a/b___c': components must match "
                              "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)*"},
       {"ghcr.io/", "missing repository name"},
       {"ghcr.io/" + std::string(256, 'a'),
@@ -268,7 +268,7 @@ TEST_CASE("image set reports errors with position", "[prewarm]") {
        "3:5: key 'images': wrong type (value is a list; expected an image "
        "reference, or a map with ref and platforms)"},
       {head + "images: [Busybox]\n",
-       "2:10: key 'images': repository name 'library/Busybox' is not lower "
+       "2:10: key 'images': repository name 'library/Busybox' must be lower "
        "case (value 'Busybox'; " +
            reference_form},
       {head + "images:\n  - {platforms: [linux/amd64]}\n",
@@ -542,7 +542,7 @@ TEST_CASE("image set json rejects bad fields", "[prewarm]") {
       {R"({"name": "s", "images": [{"ref": 1, "platforms": ["linux/amd64"]}]})",
        "images[0].ref: not a string"},
       {R"({"name": "s", "images": [{"ref": "A", "platforms": ["linux/amd64"]}]})",
-       "images[0].ref: repository name 'library/A' is not lower case"},
+       "images[0].ref: repository name 'library/A' must be lower case"},
       {R"({"name": "s", "images": [)" + image + "," + image + "]}",
        "images[1].ref: duplicate image docker.io/library/a:latest"},
       {R"({"name": "s", "images": [{"ref": "a"}]})",
