@@ -205,7 +205,17 @@ void UpstreamScheduler::observe(const BudgetObservation &observation,
         std::max({budget_config_.limit, *observation.remaining, uint64_t{1}});
   }
   if (observation.remaining) {
-    state_.remaining = std::min(*observation.remaining, limit);
+    uint64_t observed = std::min(*observation.remaining, limit);
+    // Every grant is charged to `remaining` when it is made. Responses of
+    // concurrent grants can arrive in another order than the upstream
+    // counted them, so while other grants are in flight a larger count may
+    // be stale and only a smaller one is taken. With nothing else in
+    // flight (a free HEAD, or the probe after a reset) the count is taken
+    // as it is.
+    bool quiet = first || granted_.empty() || probe_ != 0 ||
+                 throttle_probe_ != 0 ||
+                 (granted_.size() == 1 && granted_.count(from) != 0);
+    state_.remaining = quiet ? observed : std::min(state_.remaining, observed);
   } else if (first) {
     state_.remaining =
         limit -
@@ -223,10 +233,6 @@ void UpstreamScheduler::observe(const BudgetObservation &observation,
   state_.source = BudgetState::Source::Headers;
   state_.observed_at = now;
 
-  unobserved_ = granted_.size();
-  if (from != 0 && granted_.count(from) != 0 && unobserved_ > 0) {
-    --unobserved_;
-  }
   probe_ = 0;
 
   if (first || old_limit != state_.limit || old_window != state_.window_s) {
@@ -255,7 +261,6 @@ void UpstreamScheduler::observe_throttled(std::optional<double> retry_after_s) {
   }
   state_.blocked_until = now + delay;
   state_.remaining = 0;
-  unobserved_ = granted_.size();
   throttle_probe_needed_ = true;
   ++throttle_count_;
 
@@ -617,7 +622,9 @@ void UpstreamScheduler::grant(Handle handle, Verdict kind, size_t cluster,
            "429 block of upstream {} ended: one probe request goes", upstream_);
   }
   record_spend(now);
-  ++unobserved_;
+  if (state_.source == BudgetState::Source::Headers && state_.remaining > 0) {
+    --state_.remaining;
+  }
   refresh_remaining(now);
   ++granted_total_;
   if (granted_per_cluster_.size() <= cluster) {
@@ -682,8 +689,7 @@ int64_t UpstreamScheduler::available(double now) const {
     return static_cast<int64_t>(effective_limit()) -
            static_cast<int64_t>(spent);
   }
-  return static_cast<int64_t>(state_.remaining) -
-         static_cast<int64_t>(unobserved_);
+  return static_cast<int64_t>(state_.remaining);
 }
 
 // Returns when a waiting node request could be granted, for Retry-After.

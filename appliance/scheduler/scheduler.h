@@ -244,8 +244,6 @@ private:
   Clock now_;
 
   BudgetState state_;
-  // Grants since the last observation that it may not include.
-  uint64_t unobserved_ = 0;
   // The probe sent once the budget should be back, until an observation
   // arrives or it is released; 0 for none.
   Handle probe_ = 0;

@@ -593,6 +593,30 @@ TEST_CASE("scheduler counts grants not yet observed", "[scheduler]") {
   CHECK(h.scheduler->status().available == 48);
 }
 
+TEST_CASE("scheduler ignores stale counts out of order", "[scheduler]") {
+  Harness h;
+  h.start(BudgetConfig{}, scheduler_config(8, 20));
+  h.scheduler->observe(headers(100, 50));
+  Handle a = h.ask(Priority::Node);
+  Handle b = h.ask(Priority::Node);
+  h.run();
+  REQUIRE(h.granted(a));
+  REQUIRE(h.granted(b));
+
+  // The upstream counted `a` and then `b`, but `b`'s response arrives
+  // first and `b` ends before `a`'s older count arrives.
+  h.scheduler->observe(headers(100, 48));
+  h.scheduler->release(b);
+  h.scheduler->observe(headers(100, 49));
+  CHECK(h.scheduler->status().available == 48);
+  h.scheduler->release(a);
+  CHECK(h.scheduler->status().available == 48);
+
+  // With nothing in flight, a larger count is taken: the window refilled.
+  h.scheduler->observe(headers(100, 60));
+  CHECK(h.scheduler->status().available == 60);
+}
+
 TEST_CASE("scheduler takes a changed limit", "[scheduler]") {
   Harness h;
   h.start(configured(100, 21600), scheduler_config(8, 20));
