@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -180,10 +181,14 @@ class Gatecache:
     def stop(self):
         """Stop the daemon with SIGTERM and return its exit code."""
         if self.process:
-            return self.process.stop(timeout=20)
+            code = self.process.stop(timeout=20)
+            shutil.rmtree(self.admin_socket.parent, ignore_errors=True)
+            return code
         return None
 
     def _write_config(self):
+        # A restart after stop() needs the socket directory again.
+        self.admin_socket.parent.mkdir(mode=0o700, exist_ok=True)
         def quote(value):
             # A JSON string is a valid YAML double-quoted scalar.
             return json.dumps(str(value))
