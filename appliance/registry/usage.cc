@@ -17,6 +17,9 @@ double wall_clock() {
   return duration<double>(system_clock::now().time_since_epoch()).count();
 }
 
+// TODO: key budgets by credential too once upstreams can carry
+// credentials; every request is anonymous today, so one budget per
+// upstream is exact.
 std::string budget_key(const std::string &upstream) {
   return "budget/" + upstream;
 }
