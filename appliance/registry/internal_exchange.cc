@@ -45,7 +45,8 @@ void InternalExchange::respond(front::Response response) {
     return;
   }
   // The body wakes the exchange when a running download has more bytes.
-  // The callback holds a weak pointer: the body lives inside this object.
+  // The callback keeps only a weak pointer, because the body lives inside
+  // this object.
   std::weak_ptr<front::Exchange> weak = weak_from_this();
   response_.body->set_wakeup([weak] {
     if (auto self = weak.lock()) {

@@ -86,8 +86,8 @@ private:
   std::shared_ptr<PinSet> pins_;
   std::map<uint64_t, std::unique_ptr<Job>> jobs_;
   uint64_t next_job_ = 1;
-  // Finished exchanges are destroyed on the next loop iteration, never
-  // inside their own callbacks.
+  // Finished exchanges are destroyed by a timer about a second later,
+  // never inside their own callbacks.
   std::vector<std::shared_ptr<InternalExchange>> retired_;
   ev_timer retire_timer_;
 };

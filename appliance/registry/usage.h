@@ -1,6 +1,6 @@
-// Who uses the upstreams and how much: cluster attribution, one scheduler
-// per upstream for counted requests, per-cluster counters and the recent
-// pulls that the admin endpoint reports.
+// Upstream usage accounting: cluster attribution, one scheduler per
+// upstream for counted requests, per-cluster counters and the recent pulls
+// that the admin endpoint reports.
 //
 // Budgets are stored in the index's state database under
 // "budget/<upstream>" as the scheduler's JSON, so a restart keeps what the
