@@ -13,9 +13,11 @@ namespace gatecache {
 
 class DaemonStatus final : public admin::StatusSource {
 public:
-  DaemonStatus(std::shared_ptr<const config::Config> config,
+  // `config` is the daemon's current configuration, which a reload
+  // replaces; it must outlive this object.
+  DaemonStatus(const std::shared_ptr<const config::Config> &config,
                registry::Usage &usage, registry::Prewarmer &prewarmer)
-      : config_(std::move(config)), usage_(usage), prewarmer_(prewarmer) {}
+      : config_(config), usage_(usage), prewarmer_(prewarmer) {}
 
   nlohmann::json status() override;
   nlohmann::json pulls(const std::string &client_ip, double since,
@@ -25,7 +27,7 @@ public:
   std::optional<nlohmann::json> prewarm_job(uint64_t id) override;
 
 private:
-  std::shared_ptr<const config::Config> config_;
+  const std::shared_ptr<const config::Config> &config_;
   registry::Usage &usage_;
   registry::Prewarmer &prewarmer_;
 };

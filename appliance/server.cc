@@ -357,7 +357,7 @@ int run_server(const std::string &config_path) {
       daemon.listeners.push_back(std::move(*listener));
     }
 
-    DaemonStatus status(config, usage, prewarmer);
+    DaemonStatus status(daemon.config, usage, prewarmer);
     admin::AdminApi admin_api(status);
     if (!config->admin.socket.empty() || !config->admin.listen.empty()) {
       auto admin =

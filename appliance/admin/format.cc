@@ -172,14 +172,14 @@ std::string format_upstreams(const json &upstreams, double now) {
 }
 
 std::string format_clusters(const json &clusters) {
-  Table table({"CLUSTER", "WEIGHT", "REQUESTS", "COUNTED", "HITS", "MISSES",
-               "STALE", "DENIED", "REFUSED"},
+  Table table({"CLUSTER", "WEIGHT", "REQUESTS", "COUNTED", "HITS",
+               "REVALIDATED", "MISSES", "STALE", "REFUSED"},
               {false, true, true, true, true, true, true, true, true});
   for (const auto &cluster : clusters) {
     table.add({text(cluster, "name"), text(cluster, "weight"),
                text(cluster, "requests"), text(cluster, "counted"),
-               text(cluster, "hits"), text(cluster, "misses"),
-               text(cluster, "stale"), text(cluster, "denied"),
+               text(cluster, "hits"), text(cluster, "revalidated"),
+               text(cluster, "misses"), text(cluster, "stale"),
                text(cluster, "refused")});
   }
   return table.render();
@@ -323,6 +323,9 @@ std::string format_status(const json &status) {
     out += format_clusters(*clusters);
   } else {
     out += "no cluster reported\n";
+  }
+  if (auto denied = number(status, "denied")) {
+    out += "denied (client in no cluster): " + text(status, "denied") + "\n";
   }
   out += "\n";
 

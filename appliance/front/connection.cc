@@ -293,10 +293,24 @@ void Connection::do_handshake() {
            "peer={}",
            id_, peer_);
     break;
-  default:
-    GC_LOG(Front, debug, "TLS handshake failed: {} c={} peer={}",
-           ssl_error_reason(), id_, peer_);
+  default: {
+    // A rejected client certificate is what an operator looks for after a
+    // CA rotation, so it is logged at info; other failures are noise from
+    // scanners and stay at debug.
+    std::string reason = ssl_error_reason();
+    long verified = SSL_get_verify_result(ssl_);
+    if (verified != X509_V_OK ||
+        reason.find("certificate") != std::string::npos) {
+      GC_LOG(Front, info,
+             "TLS handshake failed: client certificate rejected: {} ({}) "
+             "c={} peer={}",
+             reason, X509_verify_cert_error_string(verified), id_, peer_);
+    } else {
+      GC_LOG(Front, debug, "TLS handshake failed: {} c={} peer={}", reason, id_,
+             peer_);
+    }
     break;
+  }
   }
   state_ = State::Dead;
 }

@@ -405,6 +405,11 @@ void Prewarmer::image_done(Job &job, ImageTask &task, std::string error) {
 }
 
 void Prewarmer::finish_job(Job &job) {
+  // Stored content answers at once, so the last image can finish inside
+  // `next_image()` of the one before; the job ends only once.
+  if (job.done) {
+    return;
+  }
   job.done = true;
   job.finished_at = ev_now(loop_);
   // Pin each set's content, including what earlier images of the set

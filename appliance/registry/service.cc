@@ -1187,6 +1187,8 @@ void RegistryService::confirm_upstream(
 
 // ---- Other endpoints and helpers -------------------------------------
 
+// TODO: keep tag lists for a short time; every request that does not
+// join a running one reaches the upstream.
 void RegistryService::serve_tags_list(ExchangePtr exchange,
                                       const Route &route) {
   std::string key = "GET tags\n" + route.upstream + "\n" + route.repository;

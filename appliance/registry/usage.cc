@@ -249,6 +249,9 @@ nlohmann::json Usage::status_json() {
   double now = wall_clock();
   nlohmann::json upstreams = nlohmann::json::array();
   for (const auto &[name, budget] : schedulers_) {
+    if (!config_->upstreams.contains(name)) {
+      continue; // Removed by a reload.
+    }
     auto status = budget->status();
     const auto &counters = upstream_counters_[name];
     nlohmann::json entry = {

@@ -488,8 +488,17 @@ def test_sighup_adds_upstream_keeping_connections(notify, notified_gatecache,
     finally:
         connection.close()
 
+    # Prewarm takes the reloaded upstreams too.
+    image_set = daemon.workdir / "reloaded.yaml"
+    image_set.write_text(
+        "name: reloaded\nplatforms: [linux/amd64]\nimages:\n"
+        f"  - {registry.host}/{multi_image.repository}:{multi_image.tag}\n")
+    prewarm = run([daemon.binary, "prewarm", "--config", daemon.config_path,
+                   image_set], timeout=60, check=False)
+
     assert before.status == 403
     assert notify.received("RELOADING=1")
+    assert prewarm.returncode == 0, prewarm.stdout + prewarm.stderr
     assert after.status == 200
     assert after.getheader("Docker-Content-Digest") == \
         multi_image.built.manifest_digest

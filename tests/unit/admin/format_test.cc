@@ -73,11 +73,12 @@ TEST_CASE("status shows clusters and jobs", "[admin][format]") {
   std::string out = format_status(test::example_status());
 
   CHECK(line_starting(out, "CLUSTER") ==
-        "CLUSTER  WEIGHT  REQUESTS  COUNTED  HITS  MISSES  STALE  DENIED  "
-        "REFUSED");
+        "CLUSTER  WEIGHT  REQUESTS  COUNTED  HITS  REVALIDATED  MISSES  "
+        "STALE  REFUSED");
   CHECK(line_starting(out, "dev") ==
-        "dev           1       900       12   800      30      2       0  "
-        "      1");
+        "dev           1       900       12   800           50      30      "
+        "2        1");
+  CHECK(line_starting(out, "denied") == "denied (client in no cluster): 3");
   CHECK(line_starting(out, "PREWARM") ==
         "PREWARM  SETS             STATE    IMAGES      BYTES  COUNTED");
   CHECK(line_starting(out, "      1") ==

@@ -128,8 +128,10 @@ nlohmann::json example_status() {
       "spent_last_hour": 12, "granted": 40,
       "queued": {"node": 0, "revalidation": 0, "prewarm": 3},
       "in_flight": 1, "stale_served": 4, "throttled": 0}],
+    "denied": 3,
     "clusters": [{"name": "dev", "weight": 1, "requests": 900, "counted": 12,
-      "hits": 800, "misses": 30, "stale": 2, "denied": 0, "refused": 1}],
+      "hits": 800, "revalidated": 50, "misses": 30, "stale": 2,
+      "refused": 1}],
     "prewarm": [{"id": 1, "sets": ["kubernetes-1.31"], "state": "running",
       "images_total": 8, "images_done": 3, "bytes": 123456, "counted": 4,
       "errors": []}]
