@@ -370,9 +370,10 @@ void CertificateManager::log_swap(const Generation &generation) const {
            format_time(server_.not_after));
   } else if (generation.identity != identity_) {
     GC_LOG(Tls, info,
-           "Reloaded the trust bundle: {} CAs verify client certificates "
-           "of new connections",
-           generation.trusted_cas);
+           "Reloaded the trust bundle: {} {} client certificates of new "
+           "connections",
+           generation.trusted_cas,
+           generation.trusted_cas == 1 ? "CA verifies" : "CAs verify");
   } else {
     GC_LOG(Tls, debug, "Built TLS contexts for {} client-auth modes",
            generation.contexts.size());
