@@ -73,6 +73,7 @@ public:
   virtual void consume(size_t n) = 0;
   // Total body length when known, for Content-Length; -1 when not known.
   virtual int64_t length() const = 0;
+
   void set_wakeup(std::function<void()> wakeup) { wakeup_ = std::move(wakeup); }
 
 protected:
@@ -92,8 +93,10 @@ public:
   MemoryBody(std::shared_ptr<const std::string> bytes, size_t offset,
              size_t length)
       : bytes_(std::move(bytes)), offset_(offset), end_(offset + length) {}
+
   explicit MemoryBody(std::string bytes)
       : MemoryBody(std::make_shared<const std::string>(std::move(bytes))) {}
+
   explicit MemoryBody(std::shared_ptr<const std::string> bytes)
       : MemoryBody(bytes, 0, bytes->size()) {}
 
@@ -105,7 +108,9 @@ public:
     return {BodyChunk::State::Data,
             reinterpret_cast<const uint8_t *>(bytes_->data()) + offset_, n};
   }
+
   void consume(size_t n) override { offset_ += n; }
+
   int64_t length() const override {
     return static_cast<int64_t>(end_ - offset_);
   }
@@ -163,6 +168,7 @@ public:
 
 protected:
   explicit Exchange(Request request) : request_(std::move(request)) {}
+
   void cancel() {
     if (on_cancel_) {
       auto callback = std::move(on_cancel_);
@@ -184,5 +190,19 @@ public:
 };
 
 const char *to_string(CacheResult result);
+
+// "node", "revalidation" or "prewarm", for logs and status. Inline, so
+// the scheduler uses it without linking the front end.
+inline const char *to_string(Priority priority) {
+  switch (priority) {
+  case Priority::Node:
+    return "node";
+  case Priority::Revalidation:
+    return "revalidation";
+  case Priority::Prewarm:
+    return "prewarm";
+  }
+  return "node";
+}
 
 } // namespace gatecache::front

@@ -26,22 +26,6 @@ struct RegistryService::Grant {
   uint64_t handle;
 };
 
-namespace {
-
-const char *priority_name(front::Priority priority) {
-  switch (priority) {
-  case front::Priority::Node:
-    return "node";
-  case front::Priority::Revalidation:
-    return "revalidation";
-  case front::Priority::Prewarm:
-    return "prewarm";
-  }
-  return "node";
-}
-
-} // namespace
-
 void RegistryService::when_budget_allows(const ExchangePtr &exchange,
                                          const std::string &upstream,
                                          CountedKind kind,
@@ -119,7 +103,7 @@ void RegistryService::on_grant_decided(const std::string &key,
       GC_LOG(Upstream, debug, "budget granted upstream={} cluster={} for={} {}",
              waiter.exchange->upstream_name,
              usage_.cluster_name(waiter.exchange->cluster),
-             priority_name(request.priority), key.substr(0, key.find('\n')));
+             front::to_string(request.priority), key.substr(0, key.find('\n')));
     }
     waiter.granted(grant);
   }

@@ -38,18 +38,6 @@ size_t priority_index(front::Priority priority) {
   return std::min<size_t>(index, 2);
 }
 
-const char *priority_name(front::Priority priority) {
-  switch (priority) {
-  case front::Priority::Node:
-    return "node";
-  case front::Priority::Revalidation:
-    return "revalidation";
-  case front::Priority::Prewarm:
-    return "prewarm";
-  }
-  return "prewarm";
-}
-
 // NOTE: deadlines follow the wall clock, so a clock step moves them too.
 double default_clock() { return ev_time(); }
 
@@ -661,7 +649,7 @@ void UpstreamScheduler::log_refusal(const Ticket &ticket,
   GC_LOG(Upstream, info,
          "refused {} request of cluster {} to upstream {} ({}): {}; retry "
          "after {:.0f} s{}",
-         priority_name(ticket.priority), cluster_label(ticket.cluster),
+         front::to_string(ticket.priority), cluster_label(ticket.cluster),
          upstream_, ticket.what, decision.reason, decision.retry_after_s,
          unlogged_refusals_ == 0 ? std::string()
                                  : fmt::format(" ({} more refusals not logged)",
