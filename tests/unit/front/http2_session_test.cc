@@ -190,7 +190,10 @@ TEST_CASE("h2 client reset cancels exchange", "[front][h2]") {
   Http2Client client(server.port());
 
   int32_t id = client.submit("/late");
-  REQUIRE(client.run_until([&] { return server.handler().handled == 1; }));
+  // The server sends nothing when it takes the request, so waiting in the
+  // client's read loop could block past the moment it was handled.
+  REQUIRE(client.send());
+  REQUIRE(test::wait_until([&] { return server.handler().handled == 1; }));
   client.cancel(id);
   int32_t probe = client.submit("/small");
   REQUIRE(client.run_until([&] { return client.streams[probe].closed; }));

@@ -286,6 +286,9 @@ public:
   bool run_until(const std::function<bool()> &done);
   // Runs until every submitted stream closed.
   bool run();
+  // Writes the frames submitted so far without reading. Returns false
+  // when the session fails.
+  bool send() { return flush(); }
 
   std::map<int32_t, Stream> streams;
   bool goaway = false;
