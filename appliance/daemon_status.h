@@ -1,5 +1,5 @@
-// What the admin endpoint reports about the running daemon, and how it
-// starts prewarm jobs.
+// The admin endpoint's view of the running daemon: status, pulls, metrics
+// and prewarm jobs.
 #pragma once
 
 #include <memory>

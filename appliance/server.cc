@@ -114,8 +114,8 @@ tls::ClientAuth client_auth_of(const config::ListenAddress &address) {
   return tls::ClientAuth::None;
 }
 
-// Names the settings that a reload cannot change, so the log says which
-// edits wait for a restart.
+// Lists the settings that a reload cannot change, so the log names the
+// edits that wait for a restart.
 std::vector<std::string>
 restart_only_changes(const config::Config &old_config,
                      const config::Config &new_config) {

@@ -10,7 +10,7 @@
 //      `ca-previous.*`, and issues the server certificate from the new CA.
 //      The bundle still contains both, so client certificates of the old
 //      CA are still accepted.
-//   3. `finish_rotation` removes the previous CA; the bundle holds one CA.
+//   3. `finish_rotation` removes the previous CA; the bundle contains one CA.
 // Each step changes files by atomic renames and can be run again after a
 // crash. A step run out of order fails and names the step that is next.
 //

@@ -30,7 +30,7 @@
 
 namespace gatecache::admin {
 
-// What the daemon reports through the admin endpoint. Every method is
+// Source of what the daemon reports through the admin endpoint. Every method is
 // called on the loop thread of the `AdminServer` and must not block it.
 // An exception thrown by a method becomes a 500 response.
 class StatusSource {

@@ -19,8 +19,11 @@ struct ListenAddress {
   // client_certificates "required", clients must present a certificate
   // from the internal CA; "optional" verifies one when sent. Default
   // "none".
-  enum class ClientAuth { None, Optional, Required } client_auth =
-      ClientAuth::None;
+  enum class ClientAuth {
+    None,
+    Optional,
+    Required
+  } client_auth = ClientAuth::None;
   std::string str() const; // "127.0.0.1:5443" or "[::1]:5443".
 };
 
@@ -61,9 +64,9 @@ struct FreshnessRule {
   double window_s = 600;
 };
 
-// Which upstream requests spend the upstream's budget.
+// Kinds of upstream request that spend the upstream's budget.
 struct CountedRequests {
-  bool manifest_get = true;  // Docker Hub counts these.
+  bool manifest_get = true; // Docker Hub counts these.
   bool manifest_head = false;
   bool blob_get = false;
 };
@@ -164,13 +167,13 @@ struct AdminConfig {
 };
 
 struct UpstreamClientConfig {
-  double connect_timeout_s = 10; // `upstream_timeouts.connect`.
+  double connect_timeout_s = 10;  // `upstream_timeouts.connect`.
   double response_timeout_s = 30; // `upstream_timeouts.response`.
   double idle_timeout_s = 60;     // `upstream_timeouts.idle`.
 };
 
 struct LogConfig {
-  std::string level = "info";       // `log.level`: debug, info, warn, error.
+  std::string level = "info";        // `log.level`: debug, info, warn, error.
   std::string access_log = "stderr"; // `log.access_log`: stderr, off, path.
 };
 

@@ -294,8 +294,8 @@ void Connection::do_handshake() {
            id_, peer_);
     break;
   default: {
-    // A rejected client certificate is what an operator looks for after a
-    // CA rotation, so it is logged at info; other failures are noise from
+    // Operators look for rejected client certificates after a CA
+    // rotation, so those are logged at info. Other failures come from
     // scanners and stay at debug.
     std::string reason = ssl_error_reason();
     long verified = SSL_get_verify_result(ssl_);

@@ -25,8 +25,8 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 enum class Method { Get, Head, Other };
 
-// Who is waiting on a request, which orders counted upstream requests:
-// a node's pull first, then revalidation, then prewarm.
+// Request class that orders counted upstream requests: a node's pull
+// first, then revalidation, then prewarm.
 enum class Priority { Node = 0, Revalidation = 1, Prewarm = 2 };
 
 struct Request {

@@ -405,13 +405,14 @@ void Prewarmer::image_done(Job &job, ImageTask &task, std::string error) {
 }
 
 void Prewarmer::finish_job(Job &job) {
-  // Stored content answers at once, so the last image can finish inside
-  // `next_image()` of the one before; the job ends only once.
+  // A request for stored content completes at once, so the last image can
+  // finish inside `next_image()` of the one before. The job ends once.
   if (job.done) {
     return;
   }
   job.done = true;
   job.finished_at = ev_now(loop_);
+
   // Pin each set's content, including what earlier images of the set
   // share with later ones.
   std::map<std::string, std::vector<std::string>> by_set;
@@ -423,6 +424,7 @@ void Prewarmer::finish_job(Job &job) {
       ++failed;
     }
   }
+
   for (auto &[set, digests] : by_set) {
     std::sort(digests.begin(), digests.end());
     digests.erase(std::unique(digests.begin(), digests.end()), digests.end());
@@ -439,6 +441,7 @@ void Prewarmer::finish_job(Job &job) {
         },
         nullptr);
   }
+
   GC_LOG(Cache, info,
          "prewarm job {} finished: {} images, {} failed, {} counted requests",
          job.id, job.images.size(), failed, job.counted);
