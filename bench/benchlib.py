@@ -103,8 +103,9 @@ def parse_h2load(path, requests, body_bytes):
 def load_results(path):
     """Read a results file into a dict from (server, key) to a list of runs.
 
-    Each run is (seconds, body bytes, requests, CPU seconds), or None when
-    the run failed. A line with the key "*" marks a server whose
+    Each run is (seconds, body bytes, requests, server CPU seconds, h2load
+    CPU seconds), or None when the run failed. Results files written before
+    h2load's CPU was recorded give None for it. A line with the key "*" marks a server whose
     measurements stopped early, and print_table shows "failed" for each of
     its measurements without results.
     """
@@ -122,7 +123,9 @@ def load_results(path):
             if fields[3] == "failed":
                 runs.append(None)
             else:
-                runs.append(tuple(float(value) for value in fields[3:7]))
+                client_cpu = float(fields[8]) if len(fields) > 8 else None
+                runs.append(tuple(float(value) for value in fields[3:7]) +
+                            (client_cpu,))
     return results
 
 
@@ -131,25 +134,29 @@ def median_or_none(values):
 
 
 def summarize(runs, kind):
-    """Return (median rate, median CPU cost) of one measurement's runs.
+    """Return the median rate, server CPU cost and h2load CPU cost of one
+    measurement's runs.
 
-    The rate is MB/s for blobs and requests/s for manifests. The CPU cost is
+    The rate is MB/s for blobs and requests/s for manifests. A CPU cost is
     seconds per GB (10^9 bytes) for blobs and per 10,000 requests for
     manifests. Any failed run makes the measurement "failed".
     """
     if runs is None:
-        return None, None
+        return None, None, None
     if any(run is None for run in runs):
-        return "failed", "failed"
-    rates, costs = [], []
-    for seconds, data, requests, cpu in runs:
+        return "failed", "failed", "failed"
+    rates, costs, client_costs = [], [], []
+    for seconds, data, requests, cpu, client_cpu in runs:
+        units = data / 1e9 if kind == "blob" else requests / 1e4
         if kind == "blob":
             rates.append(data / seconds / 1e6)
-            costs.append(cpu / (data / 1e9))
         else:
             rates.append(requests / seconds)
-            costs.append(cpu / (requests / 1e4))
-    return median_or_none(rates), median_or_none(costs)
+        costs.append(cpu / units)
+        if client_cpu is not None:
+            client_costs.append(client_cpu / units)
+    return (median_or_none(rates), median_or_none(costs),
+            median_or_none(client_costs))
 
 
 def format_rate(value, kind):
@@ -172,28 +179,31 @@ def format_cost(value):
 
 def print_table(path, runs, servers):
     results = load_results(path)
-    rate_rows, cost_rows = [], []
+    rate_rows, cost_rows, client_rows = [], [], []
     for key, label, kind in MEASUREMENTS:
-        rates, costs = [], []
+        rates, costs, client_costs = [], [], []
         for server in servers:
             server_runs = results.get((server, key),
                                       results.get((server, "*")))
-            rate, cost = summarize(server_runs, kind)
+            rate, cost, client_cost = summarize(server_runs, kind)
             rates.append(format_rate(rate, kind))
             costs.append(format_cost(cost))
+            client_costs.append(format_cost(client_cost))
         unit = "MB/s (GB/s)" if kind == "blob" else "requests/s"
         cost_unit = "CPU s per GB" if kind == "blob" else "CPU s per 10k req"
         rate_rows.append((f"{label}: {unit}", rates))
         cost_rows.append((f"{label}: {cost_unit}", costs))
+        client_rows.append((f"{label}: h2load {cost_unit}", client_costs))
 
-    rows = rate_rows + [None] + cost_rows
+    rows = rate_rows + [None] + cost_rows + [None] + client_rows
     label_width = max(len(row[0]) for row in rows if row)
     column_width = max([len(name) for name in servers] +
                        [len(cell) for row in rows if row for cell in row[1]])
     header = "measurement".ljust(label_width)
     header += "".join("  " + name.rjust(column_width) for name in servers)
     print(f"Medians of {runs} runs. MB = 10^6 bytes, GB = 10^9 bytes; "
-          "CPU is user + system time of the cache server's processes.")
+          "CPU is user + system time of the cache server's processes, "
+          "then of h2load, which shares the machine's CPUs.")
     print(header)
     print("-" * len(header))
     for row in rows:

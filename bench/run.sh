@@ -436,24 +436,44 @@ warm_cache() {
   check_cached "$server"
 }
 
+# Set the variable named $1 to the CPU seconds (user + system) used by the
+# children of this shell that have been waited for, descendants included.
+# Call it directly, not in a command substitution, whose subshell starts
+# with its counters at zero.
+children_cpu_seconds() {
+  times >"$work_dir/times.txt"
+  printf -v "$1" '%s' "$(awk 'NR == 2 {
+    total = 0
+    for (i = 1; i <= 2; i++) {
+      split($i, part, "m")
+      sub("s", "", part[2])
+      total += part[1] * 60 + part[2]
+    }
+    printf "%.3f", total
+  }' "$work_dir/times.txt")"
+}
+
 # Run one measurement `runs` times and append a line per run to the
 # results file: server, key, run, seconds, body bytes, requests, server CPU
-# seconds, upstream CPU seconds.
+# seconds, upstream CPU seconds, h2load CPU seconds.
 measure() {
   local server=$1 key=$2 url=$3 requests=$4 body_bytes=$5
   shift 5
   local run output cpu_before cpu_after upstream_before upstream_after
   local parsed seconds data done_requests cpu upstream_cpu
+  local client_before client_after client_cpu
   for ((run = 1; run <= runs; run++)); do
     output=$results_dir/$server-$key-$run.txt
     cpu_before=$("$PYTHON" "$HELPER" cpu "$server_pid")
     upstream_before=$("$PYTHON" "$HELPER" cpu "$upstream_pid")
     # h2load runs in the background so that a signal reaches this shell's
     # trap at once, and the trap stops h2load through `started_pids`.
+    children_cpu_seconds client_before
     timeout "$TIMEOUT_S" h2load "$@" "$url" >"$output" 2>&1 &
     started_pids+=("$!")
     wait "$!" || true
     started_pids=("${started_pids[@]:0:${#started_pids[@]}-1}")
+    children_cpu_seconds client_after
     cpu_after=$("$PYTHON" "$HELPER" cpu "$server_pid")
     upstream_after=$("$PYTHON" "$HELPER" cpu "$upstream_pid")
 
@@ -467,8 +487,10 @@ measure() {
     cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN { print b - a }')
     upstream_cpu=$(awk -v a="$upstream_before" -v b="$upstream_after" \
       'BEGIN { print b - a }')
+    client_cpu=$(awk -v a="$client_before" -v b="$client_after" \
+      'BEGIN { print b - a }')
     echo "$server $key $run $seconds $data $done_requests $cpu" \
-      "$upstream_cpu" >>"$results_file"
+      "$upstream_cpu $client_cpu" >>"$results_file"
     log "$server $key run $run/$runs: $(awk -v s="$seconds" -v d="$data" \
       -v n="$done_requests" -v c="$cpu" -v blob="${key%%_*}" 'BEGIN {
         if (blob == "blob") {
