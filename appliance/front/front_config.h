@@ -7,6 +7,13 @@
 namespace gatecache::front {
 
 struct FrontConfig {
+  // Open client connections, those in the TLS handshake included, at which
+  // the listeners of a loop stop accepting until one closes. Each
+  // connection uses a descriptor and keeps its OpenSSL and nghttp2 state. The
+  // default keeps client sockets well inside the systemd unit's
+  // LimitNOFILE=65536 and leaves the rest for blob files, upstream
+  // connections and LMDB.
+  size_t max_connections = 10000;
   // A TLS handshake must finish within this many seconds of the accept.
   double handshake_timeout_s = 10;
   // A connection with no request in flight closes after this many seconds

@@ -82,7 +82,7 @@ void enable_alpn(SSL_CTX *ctx) {
 Result<std::unique_ptr<Listener>>
 Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
                SslCtxProvider ssl_ctx, RequestHandler *handler,
-               const FrontConfig &config) {
+               const FrontConfig &config, ConnectionLimit *limit) {
   std::string literal = host;
   if (literal.size() >= 2 && literal.front() == '[' && literal.back() == ']') {
     literal = literal.substr(1, literal.size() - 2);
@@ -151,15 +151,19 @@ Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
 
   GC_LOG(Front, info, "listening on {}",
          where.substr(0, where.rfind(':')) + ":" + std::to_string(bound_port));
-  return std::unique_ptr<Listener>(
-      new Listener(loop, fd, bound_port, std::move(ssl_ctx), handler, config));
+  return std::unique_ptr<Listener>(new Listener(
+      loop, fd, bound_port, std::move(ssl_ctx), handler, config, limit));
 }
 
 Listener::Listener(struct ev_loop *loop, int fd, uint16_t port,
                    SslCtxProvider ssl_ctx, RequestHandler *handler,
-                   const FrontConfig &config)
+                   const FrontConfig &config, ConnectionLimit *limit)
     : loop_(loop), fd_(fd), port_(port), ssl_ctx_(std::move(ssl_ctx)),
       handler_(handler), config_(config),
+      own_limit_(limit == nullptr ? std::make_unique<ConnectionLimit>(
+                                        loop, config.max_connections)
+                                  : nullptr),
+      limit_(limit == nullptr ? own_limit_.get() : limit),
       read_buffer_(new uint8_t[ReadBufferBytes]) {
   ev_io_init(&accept_watcher_, on_accept_ready, fd_, EV_READ);
   accept_watcher_.data = this;
@@ -167,14 +171,17 @@ Listener::Listener(struct ev_loop *loop, int fd, uint16_t port,
   accept_retry_.data = this;
   ev_timer_init(&shutdown_timer_, on_shutdown_timer, 0., 0.);
   shutdown_timer_.data = this;
-  ev_io_start(loop_, &accept_watcher_);
+  limit_->add_listener(this);
+  if (!limit_->reached()) {
+    ev_io_start(loop_, &accept_watcher_);
+  }
 }
 
 Listener::~Listener() {
+  limit_->remove_listener(this);
   stop_accepting();
   ev_timer_stop(loop_, &shutdown_timer_);
-  // Destroying a connection aborts and logs the requests it still has.
-  connections_.clear();
+  close_all_connections();
 }
 
 void Listener::stop_accepting() {
@@ -193,13 +200,26 @@ void Listener::on_accept_ready(struct ev_loop *, ev_io *watcher, int) noexcept {
 void Listener::on_accept_retry(struct ev_loop *loop, ev_timer *watcher,
                                int) noexcept {
   auto *listener = static_cast<Listener *>(watcher->data);
-  if (listener->fd_ >= 0) {
+  if (listener->fd_ >= 0 && !listener->limit_->reached()) {
     ev_io_start(loop, &listener->accept_watcher_);
+  }
+}
+
+void Listener::pause_for_limit() { ev_io_stop(loop_, &accept_watcher_); }
+
+void Listener::resume_after_limit() {
+  if (fd_ >= 0 && !ev_is_active(&accept_retry_)) {
+    ev_io_start(loop_, &accept_watcher_);
   }
 }
 
 void Listener::accept_connections() {
   for (int i = 0; i < MaxAcceptsPerEvent; ++i) {
+    if (limit_->reached()) {
+      // The limit has stopped the watcher. The rest of the backlog waits
+      // until a connection closes.
+      return;
+    }
     sockaddr_storage address = {};
     socklen_t address_size = sizeof(address);
     int fd = ::accept4(fd_, reinterpret_cast<sockaddr *>(&address),
@@ -283,6 +303,7 @@ void Listener::add_connection(int fd, const sockaddr_storage &address) {
       std::make_unique<Connection>(*this, fd, ssl, id, format_peer(address));
   Connection *raw = connection.get();
   connections_.push_back(std::move(connection));
+  limit_->connection_opened();
   raw->set_position(std::prev(connections_.end()));
   raw->start();
   if (raw->dead()) {
@@ -292,6 +313,7 @@ void Listener::add_connection(int fd, const sockaddr_storage &address) {
 
 void Listener::release(Connection *connection) {
   connections_.erase(connection->position());
+  limit_->connections_closed(1);
   if (shutting_down_ && connections_.empty()) {
     // `on_done` may destroy the listener, so it runs from the listener's
     // own timer callback rather than from inside a connection's.
@@ -319,12 +341,19 @@ void Listener::on_shutdown_timer(struct ev_loop *, ev_timer *watcher,
   static_cast<Listener *>(watcher->data)->finish_shutdown();
 }
 
+void Listener::close_all_connections() {
+  size_t count = connections_.size();
+  // Destroying a connection aborts and logs the requests it still has.
+  connections_.clear();
+  limit_->connections_closed(count);
+}
+
 void Listener::finish_shutdown() {
   if (!connections_.empty()) {
     GC_LOG(Front, warn,
            "graceful stop timed out, closing {} connections port={}",
            connections_.size(), port_);
-    connections_.clear();
+    close_all_connections();
   }
   shutting_down_ = false;
   auto on_done = std::move(on_shutdown_done_);

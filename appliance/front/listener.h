@@ -18,6 +18,7 @@
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 
+#include "appliance/front/connection_limit.h"
 #include "appliance/front/front_config.h"
 #include "appliance/front/write_buffer.h"
 #include "common/error.h"
@@ -48,12 +49,15 @@ public:
   // Binds `host` (an IPv4 or IPv6 literal, brackets allowed) and `port` (0
   // for any free port) with SO_REUSEADDR and SO_REUSEPORT, IPv6 sockets
   // with IPV6_V6ONLY, and starts accepting on `loop`. `handler` must
-  // outlive the listener. `Invalid` for a bad address, `Io` when a socket
-  // call fails (the message names the call and the address).
+  // outlive the listener. The listener counts its connections against
+  // `limit`, which every listener of one loop shares and which must
+  // outlive them. Without one, the listener makes its own limit of
+  // `config.max_connections`. `Invalid` for a bad address, `Io` when a
+  // socket call fails (the message names the call and the address).
   [[nodiscard]] static Result<std::unique_ptr<Listener>>
   open(struct ev_loop *loop, const std::string &host, uint16_t port,
        SslCtxProvider ssl_ctx, RequestHandler *handler,
-       const FrontConfig &config);
+       const FrontConfig &config, ConnectionLimit *limit = nullptr);
 
   // Closes the socket and every connection at once, aborting requests in
   // flight. Do not destroy a listener from inside its own `RequestHandler`
@@ -77,14 +81,20 @@ public:
   // `on_done`.
   void shutdown(std::function<void()> on_done);
 
-  // Open connections, including those still in the TLS handshake.
+  // Open connections of this listener, including those still in the TLS
+  // handshake.
   size_t connection_count() const { return connections_.size(); }
+
+  // The limit this listener counts its connections against.
+  const ConnectionLimit &connection_limit() const { return *limit_; }
 
 private:
   friend class Connection;
+  friend class ConnectionLimit;
 
   Listener(struct ev_loop *loop, int fd, uint16_t port, SslCtxProvider ssl_ctx,
-           RequestHandler *handler, const FrontConfig &config);
+           RequestHandler *handler, const FrontConfig &config,
+           ConnectionLimit *limit);
 
   static void on_accept_ready(struct ev_loop *loop, ev_io *watcher,
                               int events) noexcept;
@@ -96,7 +106,13 @@ private:
   void accept_connections();
   void pause_accepting(int error);
   void add_connection(int fd, const sockaddr_storage &address);
+  void close_all_connections();
   void finish_shutdown();
+
+  // For the limit: stop accepting while the cap is reached, and start
+  // again unless the socket is closed or an accept failure pauses it.
+  void pause_for_limit();
+  void resume_after_limit();
 
   // For connections: resources shared by every connection of this
   // listener, and the call that destroys a finished connection.
@@ -120,6 +136,9 @@ private:
   SslCtxProvider ssl_ctx_;
   RequestHandler *handler_;
   FrontConfig config_;
+  // Set when `open()` got no shared limit.
+  std::unique_ptr<ConnectionLimit> own_limit_;
+  ConnectionLimit *limit_;
   ev_io accept_watcher_;
   ev_timer accept_retry_;
   ev_timer shutdown_timer_;

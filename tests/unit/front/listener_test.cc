@@ -1,6 +1,9 @@
 #include "appliance/front/listener.h"
 
 #include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
 #include <string>
 
 #include <arpa/inet.h>
@@ -204,6 +207,110 @@ TEST_CASE("h2 idle timeout sends GOAWAY", "[front][listener]") {
   Http2Client client(server.port());
   REQUIRE(client.connected());
   CHECK(client.run_until([&] { return client.goaway; }));
+}
+
+// A connection past the cap waits in the listen backlog, so its TLS
+// handshake cannot finish until the server accepts it. This is how long the
+// test lets it try before it concludes that the server did not.
+constexpr auto BacklogWait = std::chrono::milliseconds(500);
+
+std::future<std::unique_ptr<Http1Client>> connect_later(uint16_t port) {
+  return std::async(std::launch::async,
+                    [port] { return std::make_unique<Http1Client>(port); });
+}
+
+// Sends GET /small on `client` and returns the response body.
+std::string get_small(Http1Client &client) {
+  client.send("GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+  return client.read_response().body;
+}
+
+TEST_CASE("listener waits below max connections", "[front][listener]") {
+  FrontConfig config;
+  config.max_connections = 2;
+  TestServer server(config);
+  auto first = std::make_unique<Http1Client>(server.port());
+  Http1Client second(server.port());
+  REQUIRE(first->tls().connected());
+  REQUIRE(second.tls().connected());
+
+  auto pending = connect_later(server.port());
+  CHECK(pending.wait_for(BacklogWait) == std::future_status::timeout);
+  size_t open = 0;
+  uint64_t reached = 0;
+  server.loop().call([&] {
+    open = server.listener().connection_count();
+    reached = server.listener().connection_limit().times_reached();
+  });
+  CHECK(open == 2);
+  CHECK(reached == 1);
+  // The open connections keep being served while the third waits.
+  CHECK(get_small(*first) == "hello world");
+  CHECK(get_small(second) == "hello world");
+  CHECK(pending.wait_for(std::chrono::seconds(0)) ==
+        std::future_status::timeout);
+
+  first.reset();
+  std::unique_ptr<Http1Client> third = pending.get();
+  REQUIRE(third->tls().connected());
+  CHECK(get_small(*third) == "hello world");
+  CHECK(get_small(second) == "hello world");
+  server.loop().call([&] {
+    open = server.listener().connection_count();
+    reached = server.listener().connection_limit().times_reached();
+  });
+  CHECK(open == 2);
+  CHECK(reached == 2);
+}
+
+TEST_CASE("listeners share one connection limit", "[front][listener]") {
+  test::LoopThread loop;
+  test::TestHandler handler;
+  SSL_CTX *ctx = test::make_server_ctx();
+  std::unique_ptr<ConnectionLimit> limit;
+  std::unique_ptr<Listener> left;
+  std::unique_ptr<Listener> right;
+  loop.call([&] {
+    limit = std::make_unique<ConnectionLimit>(loop.loop(), 2);
+    for (auto *listener : {&left, &right}) {
+      auto opened = Listener::open(
+          loop.loop(), "127.0.0.1", 0, [ctx] { return ctx; }, &handler, {},
+          limit.get());
+      if (opened) {
+        *listener = std::move(*opened);
+      }
+    }
+  });
+  REQUIRE(left);
+  REQUIRE(right);
+
+  Http1Client on_left(left->port());
+  auto on_right = std::make_unique<Http1Client>(right->port());
+  REQUIRE(on_left.tls().connected());
+  REQUIRE(on_right->tls().connected());
+
+  // Each listener has one connection, but together they are at the cap.
+  auto pending = connect_later(left->port());
+  CHECK(pending.wait_for(BacklogWait) == std::future_status::timeout);
+
+  on_right.reset();
+  std::unique_ptr<Http1Client> third = pending.get();
+  REQUIRE(third->tls().connected());
+  CHECK(get_small(*third) == "hello world");
+
+  size_t open_before = 0;
+  size_t open_after = 0;
+  loop.call([&] {
+    open_before = limit->open_connections();
+    // Destroying a listener gives its connections back to the limit.
+    left.reset();
+    open_after = limit->open_connections();
+    right.reset();
+    limit.reset();
+  });
+  CHECK(open_before == 2);
+  CHECK(open_after == 0);
+  SSL_CTX_free(ctx);
 }
 
 TEST_CASE("listener connection ids are distinct", "[front][listener]") {
