@@ -172,6 +172,35 @@ struct UpstreamClientConfig {
   double idle_timeout_s = 60;     // `upstream_timeouts.idle`.
 };
 
+// `front`: limits of the TLS listeners that serve the nodes. The defaults
+// are those of `front::FrontConfig`.
+struct FrontLimitsConfig {
+  // `max_connections`: open client connections of all listeners, those in
+  // the TLS handshake included, at which accepting pauses until one
+  // closes. 1 to 2^32-1. Default 10000.
+  uint64_t max_connections = 10000;
+  // `handshake_timeout`: time from accept to the end of the TLS handshake.
+  // Default 10s.
+  double handshake_timeout_s = 10;
+  // `idle_timeout`: time without I/O after which a connection with no
+  // request in flight closes, and a client that stopped reading a
+  // response loses it. Default 2m.
+  double idle_timeout_s = 120;
+  // `header_timeout`: time from the first byte of an HTTP/1.1 request head
+  // to its end. Default 30s.
+  double header_timeout_s = 30;
+  // `graceful_timeout`: time a stop lets responses in flight finish before
+  // it closes their connections. Default 30s.
+  double graceful_timeout_s = 30;
+  // `max_concurrent_streams`: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, 1 to
+  // 2^31-1. Default 256.
+  uint32_t max_concurrent_streams = 256;
+  // `max_header_bytes`: largest request head, in the size syntax of
+  // `storage.max_size`, 4 KiB to 1 MiB. Larger requests get 431. Default
+  // 64 KiB.
+  uint64_t max_header_bytes = 64 * 1024;
+};
+
 struct LogConfig {
   std::string level = "info";        // `log.level`: debug, info, warn, error.
   std::string access_log = "stderr"; // `log.access_log`: stderr, off, path.
@@ -189,6 +218,7 @@ struct Config {
   // upstream when there is one, else none (then `ns` is required).
   std::string default_upstream;
   UpstreamClientConfig upstream_timeouts;
+  FrontLimitsConfig front;
   LogConfig log;
   // `clusters`: map from name to cluster. Empty: every client belongs to
   // one cluster named "default". Non-empty: a client in no cluster gets

@@ -313,6 +313,14 @@ private:
   void read_connect_timeout(const Entry &entry);
   void read_response_timeout(const Entry &entry);
   void read_idle_timeout(const Entry &entry);
+  void read_front(const Entry &entry);
+  void read_front_max_connections(const Entry &entry);
+  void read_front_handshake_timeout(const Entry &entry);
+  void read_front_idle_timeout(const Entry &entry);
+  void read_front_header_timeout(const Entry &entry);
+  void read_front_graceful_timeout(const Entry &entry);
+  void read_front_max_concurrent_streams(const Entry &entry);
+  void read_front_max_header_bytes(const Entry &entry);
   void read_log(const Entry &entry);
   void read_log_level(const Entry &entry);
   void read_log_access_log(const Entry &entry);
@@ -651,6 +659,7 @@ bool Loader::read_root(const YAML::Node &root) {
       {"upstreams", &Loader::read_upstreams},
       {"default_upstream", &Loader::read_default_upstream},
       {"upstream_timeouts", &Loader::read_upstream_timeouts},
+      {"front", &Loader::read_front},
       {"log", &Loader::read_log},
       {"clusters", &Loader::read_clusters},
       {"scheduler", &Loader::read_scheduler},
@@ -1175,6 +1184,73 @@ void Loader::read_response_timeout(const Entry &entry) {
 
 void Loader::read_idle_timeout(const Entry &entry) {
   read_duration(entry, config_.upstream_timeouts.idle_timeout_s);
+}
+
+void Loader::read_front(const Entry &entry) {
+  static constexpr Field fields[] = {
+      {"max_connections", &Loader::read_front_max_connections},
+      {"handshake_timeout", &Loader::read_front_handshake_timeout},
+      {"idle_timeout", &Loader::read_front_idle_timeout},
+      {"header_timeout", &Loader::read_front_header_timeout},
+      {"graceful_timeout", &Loader::read_front_graceful_timeout},
+      {"max_concurrent_streams", &Loader::read_front_max_concurrent_streams},
+      {"max_header_bytes", &Loader::read_front_max_header_bytes},
+  };
+  read_map(entry, fields);
+}
+
+void Loader::read_front_max_connections(const Entry &entry) {
+  auto count =
+      read_integer(entry, 1, UINT32_MAX,
+                   "an integer from 1 to " + std::to_string(UINT32_MAX));
+  if (count) {
+    config_.front.max_connections = *count;
+  }
+}
+
+void Loader::read_front_handshake_timeout(const Entry &entry) {
+  read_duration(entry, config_.front.handshake_timeout_s);
+}
+
+void Loader::read_front_idle_timeout(const Entry &entry) {
+  read_duration(entry, config_.front.idle_timeout_s);
+}
+
+void Loader::read_front_header_timeout(const Entry &entry) {
+  read_duration(entry, config_.front.header_timeout_s);
+}
+
+void Loader::read_front_graceful_timeout(const Entry &entry) {
+  read_duration(entry, config_.front.graceful_timeout_s);
+}
+
+void Loader::read_front_max_concurrent_streams(const Entry &entry) {
+  // HTTP/2 stream identifiers have 31 bits, so a larger value could never
+  // apply.
+  constexpr uint64_t max_streams = (1ULL << 31) - 1;
+  auto count =
+      read_integer(entry, 1, max_streams,
+                   "an integer from 1 to " + std::to_string(max_streams));
+  if (count) {
+    config_.front.max_concurrent_streams = static_cast<uint32_t>(*count);
+  }
+}
+
+void Loader::read_front_max_header_bytes(const Entry &entry) {
+  // The minimum is a floor against typos ("64" meant as 64 KiB), not a
+  // recommended size. The maximum guards against the opposite typo ("64MB"
+  // meant as "64KB") and keeps the value inside the 32 bits of HTTP/2's
+  // SETTINGS_MAX_HEADER_LIST_SIZE.
+  constexpr uint64_t min_bytes = 4 << 10;
+  constexpr uint64_t max_bytes = 1 << 20;
+  uint64_t size = config_.front.max_header_bytes;
+  read_byte_size(entry, size);
+  if (size < min_bytes || size > max_bytes) {
+    invalid_value(entry, "request head limit is out of range",
+                  std::string(SizeForm) + ", from 4 KiB to 1 MiB");
+    return;
+  }
+  config_.front.max_header_bytes = size;
 }
 
 void Loader::read_log(const Entry &entry) {

@@ -170,8 +170,8 @@ TEST_CASE("config loader reports errors with position", "[config]") {
       // Unknown keys.
       {up + "listne: []\n",
        "3:1: key 'listne': unknown key (expected one of listen, storage, tls, "
-       "upstreams, default_upstream, upstream_timeouts, log, clusters, "
-       "scheduler, prewarm, admin)"},
+       "upstreams, default_upstream, upstream_timeouts, front, log, "
+       "clusters, scheduler, prewarm, admin)"},
       {up + "storage:\n  size: 1\n",
        "4:3: key 'storage.size': unknown key (expected one of path, "
        "max_size, index_map_size)"},
