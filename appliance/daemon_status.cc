@@ -17,7 +17,25 @@ nlohmann::json DaemonStatus::pulls(const std::string &client_ip, double since,
   return usage_.pulls_json(client_ip, since, limit);
 }
 
-std::string DaemonStatus::metrics() { return usage_.metrics_text(); }
+std::string DaemonStatus::metrics() {
+  std::string out = usage_.metrics_text();
+  out += "# HELP gatecache_front_connections Open client connections, those "
+         "in the TLS handshake included.\n"
+         "# TYPE gatecache_front_connections gauge\n"
+         "gatecache_front_connections " +
+         std::to_string(connections_.open_connections()) + "\n";
+  out += "# HELP gatecache_front_max_connections Open client connections at "
+         "which accepting pauses (front.max_connections).\n"
+         "# TYPE gatecache_front_max_connections gauge\n"
+         "gatecache_front_max_connections " +
+         std::to_string(connections_.max_connections()) + "\n";
+  out += "# HELP gatecache_front_connection_limit_reached_total Times the "
+         "open client connections reached front.max_connections.\n"
+         "# TYPE gatecache_front_connection_limit_reached_total counter\n"
+         "gatecache_front_connection_limit_reached_total " +
+         std::to_string(connections_.times_reached()) + "\n";
+  return out;
+}
 
 Result<uint64_t> DaemonStatus::start_prewarm(const nlohmann::json &sets) {
   if (!sets.is_array() || sets.empty()) {

@@ -6,6 +6,7 @@
 
 #include "appliance/admin/api.h"
 #include "appliance/config/config.h"
+#include "appliance/front/connection_limit.h"
 #include "appliance/registry/prewarmer.h"
 #include "appliance/registry/usage.h"
 
@@ -14,10 +15,12 @@ namespace gatecache {
 class DaemonStatus final : public admin::StatusSource {
 public:
   // `config` is the daemon's current configuration, which a reload
-  // replaces; it must outlive this object.
+  // replaces; it must outlive this object, as must `connections`.
   DaemonStatus(const std::shared_ptr<const config::Config> &config,
-               registry::Usage &usage, registry::Prewarmer &prewarmer)
-      : config_(config), usage_(usage), prewarmer_(prewarmer) {}
+               registry::Usage &usage, registry::Prewarmer &prewarmer,
+               const front::ConnectionLimit &connections)
+      : config_(config), usage_(usage), prewarmer_(prewarmer),
+        connections_(connections) {}
 
   nlohmann::json status() override;
   nlohmann::json pulls(const std::string &client_ip, double since,
@@ -30,6 +33,7 @@ private:
   const std::shared_ptr<const config::Config> &config_;
   registry::Usage &usage_;
   registry::Prewarmer &prewarmer_;
+  const front::ConnectionLimit &connections_;
 };
 
 } // namespace gatecache

@@ -1,5 +1,6 @@
 #include "appliance/server.h"
 
+#include <cerrno>
 #include <csignal>
 #include <filesystem>
 #include <map>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include <ev.h>
+#include <sys/resource.h>
 
 #include "appliance/admin/api.h"
 #include "appliance/admin/server.h"
@@ -40,6 +42,11 @@ constexpr unsigned DiskWorkerThreads = 2;
 // Delay before the first background prewarm, so a restart serves first.
 constexpr double FirstPrewarmDelaySeconds = 5;
 
+// Descriptors kept beside the client connections for blob files, upstream
+// connections, LMDB, the admin endpoint and logs. An estimate, used only to
+// warn at start.
+constexpr size_t DescriptorReserve = 1024;
+
 struct Daemon {
   struct ev_loop *loop = nullptr;
   std::string config_path;
@@ -49,6 +56,10 @@ struct Daemon {
   registry::RegistryService *service = nullptr;
   registry::Usage *usage = nullptr;
   tls::CertificateManager *certificates = nullptr;
+  // The cap on client connections that every listener shares, so that it
+  // bounds the process and not each address. Declared before `listeners`
+  // to outlive them.
+  std::unique_ptr<front::ConnectionLimit> connection_limit;
   std::vector<std::unique_ptr<front::Listener>> listeners;
   std::unique_ptr<admin::AdminServer> admin;
   size_t listeners_open = 0;
@@ -149,6 +160,17 @@ restart_only_changes(const config::Config &old_config,
   if (old_config.storage.max_size_bytes != new_config.storage.max_size_bytes) {
     changed.emplace_back("storage.max_size");
   }
+  const config::FrontLimitsConfig &old_front = old_config.front;
+  const config::FrontLimitsConfig &new_front = new_config.front;
+  if (old_front.max_connections != new_front.max_connections ||
+      old_front.handshake_timeout_s != new_front.handshake_timeout_s ||
+      old_front.idle_timeout_s != new_front.idle_timeout_s ||
+      old_front.header_timeout_s != new_front.header_timeout_s ||
+      old_front.graceful_timeout_s != new_front.graceful_timeout_s ||
+      old_front.max_concurrent_streams != new_front.max_concurrent_streams ||
+      old_front.max_header_bytes != new_front.max_header_bytes) {
+    changed.emplace_back("front");
+  }
   return changed;
 }
 
@@ -217,6 +239,40 @@ void on_prewarm_timer(struct ev_loop *, ev_timer *timer, int) {
   if (!sets.empty()) {
     daemon->prewarmer->start(std::move(sets), front::Priority::Prewarm);
   }
+}
+
+front::FrontConfig front_config_of(const config::Config &config) {
+  front::FrontConfig front;
+  front.max_connections = config.front.max_connections;
+  front.handshake_timeout_s = config.front.handshake_timeout_s;
+  front.idle_timeout_s = config.front.idle_timeout_s;
+  front.header_timeout_s = config.front.header_timeout_s;
+  front.graceful_timeout_s = config.front.graceful_timeout_s;
+  front.max_concurrent_streams = config.front.max_concurrent_streams;
+  front.max_header_bytes = config.front.max_header_bytes;
+  return front;
+}
+
+// Warns when the open-file limit would stop accepts (EMFILE) before
+// `front.max_connections` does.
+void check_descriptor_budget(size_t max_connections) {
+  rlimit limit = {};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    GC_LOG(Main, warn, "reading the open-file limit failed: {}",
+           errno_message("getrlimit", errno));
+    return;
+  }
+  if (limit.rlim_cur == RLIM_INFINITY ||
+      limit.rlim_cur >= max_connections + DescriptorReserve) {
+    return;
+  }
+  GC_LOG(Main, warn,
+         "the open-file limit {} leaves fewer than {} descriptors beside "
+         "front.max_connections={}, so accepts may fail with EMFILE before "
+         "the cap applies. Raise LimitNOFILE= (ulimit -n) or lower "
+         "front.max_connections",
+         static_cast<uint64_t>(limit.rlim_cur), DescriptorReserve,
+         max_connections);
 }
 
 Result<void> make_directory(const std::filesystem::path &path) {
@@ -344,11 +400,15 @@ int run_server(const std::string &config_path) {
              evicted.error().message);
     }
 
-    front::FrontConfig front_config;
+    front::FrontConfig front_config = front_config_of(*config);
+    check_descriptor_budget(front_config.max_connections);
+    daemon.connection_limit = std::make_unique<front::ConnectionLimit>(
+        daemon.loop, front_config.max_connections);
     for (const auto &address : config->listen) {
-      auto listener = front::Listener::open(
-          daemon.loop, address.host, address.port,
-          providers.at(client_auth_of(address)), &service, front_config);
+      auto listener =
+          front::Listener::open(daemon.loop, address.host, address.port,
+                                providers.at(client_auth_of(address)), &service,
+                                front_config, daemon.connection_limit.get());
       if (!listener) {
         GC_LOG(Front, critical, "listening on {} failed: {}", address.str(),
                listener.error().message);
@@ -357,7 +417,8 @@ int run_server(const std::string &config_path) {
       daemon.listeners.push_back(std::move(*listener));
     }
 
-    DaemonStatus status(daemon.config, usage, prewarmer);
+    DaemonStatus status(daemon.config, usage, prewarmer,
+                        *daemon.connection_limit);
     admin::AdminApi admin_api(status);
     if (!config->admin.socket.empty() || !config->admin.listen.empty()) {
       auto admin =
