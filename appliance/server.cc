@@ -24,6 +24,7 @@
 #include "cache/blob_store.h"
 #include "cache/evictor.h"
 #include "cache/index.h"
+#include "cache/scrubber.h"
 #include "common/log.h"
 #include "tls/ca.h"
 #include "tls/certificate_manager.h"
@@ -133,7 +134,11 @@ restart_only_changes(const config::Config &old_config,
   }
   if (old_config.storage.path != new_config.storage.path ||
       old_config.storage.index_map_size_bytes !=
-          new_config.storage.index_map_size_bytes) {
+          new_config.storage.index_map_size_bytes ||
+      old_config.storage.scrub_interval_s !=
+          new_config.storage.scrub_interval_s ||
+      old_config.storage.scrub_rate_bytes !=
+          new_config.storage.scrub_rate_bytes) {
     changed.emplace_back("storage");
   }
   if (old_config.tls.dir != new_config.tls.dir) {
@@ -343,6 +348,12 @@ int run_server(const std::string &config_path) {
       GC_LOG(Cache, warn, "evicting content failed: {}",
              evicted.error().message);
     }
+
+    // TODO: report scrub counters in /metrics and `gatecache status`.
+    cache::Scrubber scrubber(*store, *index,
+                             {config->storage.scrub_interval_s,
+                              config->storage.scrub_rate_bytes});
+    scrubber.start();
 
     front::FrontConfig front_config;
     for (const auto &address : config->listen) {
