@@ -1,14 +1,33 @@
 #include "appliance/daemon_status.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "common/log.h"
 
 namespace gatecache {
 
+namespace {
+
+// Appends one Prometheus metric without labels.
+void append_metric(std::string &out, const char *name, const char *type,
+                   const char *help, uint64_t value) {
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " +
+         type + "\n" + name + " " + std::to_string(value) + "\n";
+}
+
+} // namespace
+
 nlohmann::json DaemonStatus::status() {
   auto status = usage_.status_json();
   status["prewarm"] = prewarmer_.jobs_json();
+  auto scrub = scrubber_.stats();
+  status["scrub"] = {{"passes", scrub.passes},
+                     {"files", scrub.files},
+                     {"bytes", scrub.bytes},
+                     {"damaged", scrub.damaged},
+                     {"last_pass_end", scrub.last_pass_end},
+                     {"running", scrub.running}};
   return status;
 }
 
@@ -34,6 +53,20 @@ std::string DaemonStatus::metrics() {
          "# TYPE gatecache_front_connection_limit_reached_total counter\n"
          "gatecache_front_connection_limit_reached_total " +
          std::to_string(connections_.times_reached()) + "\n";
+  auto scrub = scrubber_.stats();
+  append_metric(out, "gatecache_scrub_passes_total", "counter",
+                "Finished passes of the scrubber over the store.",
+                scrub.passes);
+  append_metric(out, "gatecache_scrub_bytes_total", "counter",
+                "Bytes of stored content hashed again by the scrubber.",
+                scrub.bytes);
+  append_metric(out, "gatecache_scrub_damaged_total", "counter",
+                "Stored files found damaged by the scrubber and removed.",
+                scrub.damaged);
+  append_metric(
+      out, "gatecache_scrub_last_pass_end_seconds", "gauge",
+      "Unix time at which the last scrub pass ended.",
+      static_cast<uint64_t>(std::max<int64_t>(scrub.last_pass_end, 0)));
   return out;
 }
 

@@ -9,18 +9,21 @@
 #include "appliance/front/connection_limit.h"
 #include "appliance/registry/prewarmer.h"
 #include "appliance/registry/usage.h"
+#include "cache/scrubber.h"
 
 namespace gatecache {
 
 class DaemonStatus final : public admin::StatusSource {
 public:
   // `config` is the daemon's current configuration, which a reload
-  // replaces; it must outlive this object, as must `connections`.
+  // replaces; it must outlive this object, as must `connections` and
+  // `scrubber`.
   DaemonStatus(const std::shared_ptr<const config::Config> &config,
                registry::Usage &usage, registry::Prewarmer &prewarmer,
-               const front::ConnectionLimit &connections)
+               const front::ConnectionLimit &connections,
+               const cache::Scrubber &scrubber)
       : config_(config), usage_(usage), prewarmer_(prewarmer),
-        connections_(connections) {}
+        connections_(connections), scrubber_(scrubber) {}
 
   nlohmann::json status() override;
   nlohmann::json pulls(const std::string &client_ip, double since,
@@ -34,6 +37,7 @@ private:
   registry::Usage &usage_;
   registry::Prewarmer &prewarmer_;
   const front::ConnectionLimit &connections_;
+  const cache::Scrubber &scrubber_;
 };
 
 } // namespace gatecache

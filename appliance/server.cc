@@ -26,6 +26,7 @@
 #include "cache/blob_store.h"
 #include "cache/evictor.h"
 #include "cache/index.h"
+#include "cache/scrubber.h"
 #include "common/log.h"
 #include "tls/ca.h"
 #include "tls/certificate_manager.h"
@@ -144,7 +145,11 @@ restart_only_changes(const config::Config &old_config,
   }
   if (old_config.storage.path != new_config.storage.path ||
       old_config.storage.index_map_size_bytes !=
-          new_config.storage.index_map_size_bytes) {
+          new_config.storage.index_map_size_bytes ||
+      old_config.storage.scrub_interval_s !=
+          new_config.storage.scrub_interval_s ||
+      old_config.storage.scrub_rate_bytes !=
+          new_config.storage.scrub_rate_bytes) {
     changed.emplace_back("storage");
   }
   if (old_config.tls.dir != new_config.tls.dir) {
@@ -400,6 +405,11 @@ int run_server(const std::string &config_path) {
              evicted.error().message);
     }
 
+    cache::Scrubber scrubber(
+        *store, *index,
+        {config->storage.scrub_interval_s, config->storage.scrub_rate_bytes});
+    scrubber.start();
+
     front::FrontConfig front_config = front_config_of(*config);
     check_descriptor_budget(front_config.max_connections);
     daemon.connection_limit = std::make_unique<front::ConnectionLimit>(
@@ -418,7 +428,7 @@ int run_server(const std::string &config_path) {
     }
 
     DaemonStatus status(daemon.config, usage, prewarmer,
-                        *daemon.connection_limit);
+                        *daemon.connection_limit, scrubber);
     admin::AdminApi admin_api(status);
     if (!config->admin.socket.empty() || !config->admin.listen.empty()) {
       auto admin =

@@ -332,6 +332,20 @@ std::string format_status(const json &status) {
   const json *jobs = member(status, "prewarm");
   out += format_running_jobs(
       jobs != nullptr && jobs->is_array() ? *jobs : json::array());
+
+  if (const json *scrub = member(status, "scrub"); scrub != nullptr) {
+    out += "\nscrub: " + text(*scrub, "passes") + " passes since start, " +
+           text(*scrub, "damaged") + " damaged files removed";
+    auto last = number(*scrub, "last_pass_end");
+    if (last && *last > 0) {
+      out += ", last pass ended " + format_time(*last);
+    }
+    const json *running = member(*scrub, "running");
+    if (running != nullptr && running->is_boolean() && running->get<bool>()) {
+      out += ", a pass is running";
+    }
+    out += "\n";
+  }
   return out;
 }
 

@@ -36,6 +36,12 @@ struct StorageConfig {
   uint64_t max_size_bytes = 50ULL << 30;
   // `storage.index_map_size`: LMDB map size. Default 1 GiB.
   uint64_t index_map_size_bytes = 1ULL << 30;
+  // `storage.scrub_interval`: time from the end of one re-hash of every
+  // stored file to the start of the next; 0 turns scrubbing off. Default 7
+  // days.
+  double scrub_interval_s = 7 * 86400.0;
+  // `storage.scrub_rate`: bytes per second a scrub may read. Default 32 MiB.
+  uint64_t scrub_rate_bytes = 32ULL << 20;
 };
 
 struct TlsConfig {

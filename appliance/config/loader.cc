@@ -290,6 +290,8 @@ private:
   void read_storage_path(const Entry &entry);
   void read_storage_max_size(const Entry &entry);
   void read_storage_index_map_size(const Entry &entry);
+  void read_storage_scrub_interval(const Entry &entry);
+  void read_storage_scrub_rate(const Entry &entry);
   void read_tls(const Entry &entry);
   void read_tls_names(const Entry &entry);
   void read_tls_dir(const Entry &entry);
@@ -773,6 +775,8 @@ void Loader::read_storage(const Entry &entry) {
       {"path", &Loader::read_storage_path},
       {"max_size", &Loader::read_storage_max_size},
       {"index_map_size", &Loader::read_storage_index_map_size},
+      {"scrub_interval", &Loader::read_storage_scrub_interval},
+      {"scrub_rate", &Loader::read_storage_scrub_rate},
   };
   read_map(entry, fields);
 }
@@ -798,6 +802,17 @@ void Loader::read_storage_index_map_size(const Entry &entry) {
     return;
   }
   config_.storage.index_map_size_bytes = size;
+}
+
+void Loader::read_storage_scrub_interval(const Entry &entry) {
+  // A year is far beyond any useful interval, so a larger value is a typo.
+  constexpr double max_seconds = 365 * 86400.0;
+  read_duration(entry, config_.storage.scrub_interval_s,
+                {0, max_seconds, true});
+}
+
+void Loader::read_storage_scrub_rate(const Entry &entry) {
+  read_byte_size(entry, config_.storage.scrub_rate_bytes);
 }
 
 void Loader::read_tls(const Entry &entry) {

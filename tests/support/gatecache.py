@@ -97,13 +97,15 @@ class Gatecache:
       upstream, such as `freshness` or `budget` (`default_freshness` is
       a field of Upstream);
     - `clusters`: cluster name to {sources, client_names, weight};
-    - `scheduler`, `prewarm`: dicts of those sections.
+    - `scheduler`, `prewarm`: dicts of those sections;
+    - `storage_options`: extra keys of the storage section, such as
+      `scrub_interval`.
     """
 
     def __init__(self, binary, workdir, upstreams, default_upstream=None,
                  max_size="10GiB", log_level="debug", name="gatecache",
                  upstream_options=None, clusters=None, scheduler=None,
-                 prewarm=None):
+                 prewarm=None, storage_options=None):
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +125,7 @@ class Gatecache:
         self.clusters = clusters
         self.scheduler = scheduler
         self.prewarm = prewarm
+        self.storage_options = dict(storage_options or {})
         self.port = None
         self.process = None
 
@@ -198,6 +201,10 @@ class Gatecache:
             "storage:",
             f"  path: {quote(self.storage)}",
             f"  max_size: {self.max_size}",
+        ]
+        lines += [f"  {key}: {json.dumps(value)}"
+                  for key, value in self.storage_options.items()]
+        lines += [
             "tls:",
             '  names: ["localhost", "127.0.0.1", "::1"]',
             "upstreams:",

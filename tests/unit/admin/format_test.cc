@@ -125,6 +125,22 @@ TEST_CASE("status skips finished jobs", "[admin][format]") {
   CHECK(out.find("no upstream reported\n") != std::string::npos);
 }
 
+TEST_CASE("status shows scrub passes", "[admin][format]") {
+  json status = test::example_status();
+  status["scrub"] = {{"passes", 3},
+                     {"files", 10},
+                     {"bytes", 4096},
+                     {"damaged", 1},
+                     {"last_pass_end", 1765000000},
+                     {"running", true}};
+
+  std::string out = format_status(status);
+
+  CHECK(out.find("scrub: 3 passes since start, 1 damaged files removed, "
+                 "last pass ended 2025-12-06T05:46:40Z, a pass is "
+                 "running\n") != std::string::npos);
+}
+
 TEST_CASE("pulls table shortens digests", "[admin][format]") {
   json pulls = json::parse(R"({"pulls": [
     {"time": 1765000000.1, "client": "10.0.0.5", "cluster": "dev",

@@ -29,6 +29,8 @@ storage:
   path: /srv/gatecache/
   max_size: 200 GiB
   index_map_size: 2GB
+  scrub_interval: 30d
+  scrub_rate: 100 MiB
 tls:
   names: [Mirror.Example.com, "*.lan.example", 10.0.0.1, "::FFFF:1.2.3.4"]
   dir: /etc/gatecache/tls
@@ -56,6 +58,8 @@ log: {level: debug, access_log: /var/log/gatecache/access.log}
   CHECK(config.storage.path == "/srv/gatecache");
   CHECK(config.storage.max_size_bytes == 200ULL << 30);
   CHECK(config.storage.index_map_size_bytes == 2000000000ULL);
+  CHECK(config.storage.scrub_interval_s == 30 * 86400.0);
+  CHECK(config.storage.scrub_rate_bytes == 100ULL << 20);
 
   const std::vector<std::string> names = {"mirror.example.com", "*.lan.example",
                                           "10.0.0.1", "::ffff:1.2.3.4"};
@@ -106,6 +110,8 @@ TEST_CASE("config loader fills defaults", "[config]") {
   CHECK(config.storage.path == "/var/lib/gatecache");
   CHECK(config.storage.max_size_bytes == 50ULL << 30);
   CHECK(config.storage.index_map_size_bytes == 1ULL << 30);
+  CHECK(config.storage.scrub_interval_s == 7 * 86400.0);
+  CHECK(config.storage.scrub_rate_bytes == 32ULL << 20);
   const std::vector<std::string> names = {"localhost", "127.0.0.1", "::1"};
   CHECK(config.tls.names == names);
   CHECK(config.tls.dir == "/var/lib/gatecache/tls");
@@ -174,7 +180,7 @@ TEST_CASE("config loader reports errors with position", "[config]") {
        "clusters, scheduler, prewarm, admin)"},
       {up + "storage:\n  size: 1\n",
        "4:3: key 'storage.size': unknown key (expected one of path, "
-       "max_size, index_map_size)"},
+       "max_size, index_map_size, scrub_interval, scrub_rate)"},
       {"upstreams:\n  docker.io: {mirror: x}\n",
        "2:15: key 'upstreams.docker.io.mirror': unknown key (expected one of "
        "url, ca_file, freshness, default_freshness, budget)"},
@@ -232,6 +238,14 @@ TEST_CASE("config loader reports errors with position", "[config]") {
        "4:19: key 'storage.index_map_size': index map size is below 1 MiB "
        "(value '4096'; expected an integer number of bytes, optionally with "
        "a unit KiB, MiB, GiB, TiB, KB, MB, GB or TB, at least 1 MiB)"},
+      {up + "storage:\n  scrub_interval: 400d\n",
+       "4:19: key 'storage.scrub_interval': duration is too long (value "
+       "'400d'; expected seconds as a number, or a number with a unit ms, "
+       "s, m, h or d, from 0 to 365d)"},
+      {up + "storage:\n  scrub_rate: 0\n",
+       "4:15: key 'storage.scrub_rate': size must be greater than 0 (value "
+       "'0'; expected an integer number of bytes, optionally with a unit "
+       "KiB, MiB, GiB, TiB, KB, MB, GB or TB)"},
       {up + "storage:\n  path: var/lib/gatecache\n",
        "4:9: key 'storage.path': relative path (value 'var/lib/gatecache'; "
        "expected an absolute path)"},
