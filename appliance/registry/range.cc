@@ -1,6 +1,8 @@
 #include "appliance/registry/range.h"
 
+#include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <system_error>
 
 namespace gatecache::registry {
@@ -55,16 +57,43 @@ bool equals_ignoring_case(std::string_view text, std::string_view lower) {
   return true;
 }
 
-// Parses 1*DIGIT up to `MaxRangePosition`; from_chars rejects signs and
-// spaces, and reports overflow instead of wrapping.
+bool is_digits(std::string_view text) {
+  if (text.empty()) {
+    return false;
+  }
+  for (char c : text) {
+    if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Parses 1*DIGIT. A number above UINT64_MAX saturates to UINT64_MAX,
+// because RFC 9110 puts no limit on positions and a position that large
+// is past the end of every body, so the saturated value resolves the same.
 bool parse_position(std::string_view text, uint64_t &value) {
-  if (text.empty() || text.front() < '0' || text.front() > '9') {
+  if (!is_digits(text)) {
     return false;
   }
   auto [end, error] =
       std::from_chars(text.data(), text.data() + text.size(), value);
-  return error == std::errc() && end == text.data() + text.size() &&
-         value <= MaxRangePosition;
+  if (error == std::errc::result_out_of_range) {
+    value = UINT64_MAX;
+    return true;
+  }
+  return error == std::errc() && end == text.data() + text.size();
+}
+
+// Returns true when the decimal number `low` is at most `high`, both
+// 1*DIGIT of any length, so that saturated positions compare exactly.
+bool decimal_at_most(std::string_view low, std::string_view high) {
+  low.remove_prefix(std::min(low.find_first_not_of('0'), low.size()));
+  high.remove_prefix(std::min(high.find_first_not_of('0'), high.size()));
+  if (low.size() != high.size()) {
+    return low.size() < high.size();
+  }
+  return low <= high;
 }
 
 // One range-spec: int-range (`first-` or `first-last`) or suffix-range
@@ -95,7 +124,8 @@ bool parse_range_spec(std::string_view text, RangeSpec &spec) {
   }
   spec.has_last = true;
   // RFC 9110, section 14.1.1: last-pos below first-pos is invalid.
-  return parse_position(last, spec.last) && spec.last >= spec.first;
+  return parse_position(last, spec.last) &&
+         decimal_at_most(text.substr(0, dash), last);
 }
 
 ByteRange resolve(const RangeSpec &spec, uint64_t size) {
@@ -124,6 +154,8 @@ ByteRange resolve(const RangeSpec &spec, uint64_t size) {
     range.kind = RangeKind::Unsatisfiable;
     return range;
   }
+  // RFC 9110, section 14.1.2: a last-pos at or past the end, or none,
+  // means the last byte of the body.
   range.kind = RangeKind::Satisfiable;
   range.first = spec.first;
   range.last = (spec.has_last && spec.last < size) ? spec.last : size - 1;

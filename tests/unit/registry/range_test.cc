@@ -118,12 +118,11 @@ TEST_CASE("range classifies other headers", "[registry][range]") {
       {"bytes=0-1;x", 1000, RangeKind::Invalid},
       {"bytes=0-1=2", 1000, RangeKind::Invalid},
       {"by tes=0-1", 1000, RangeKind::Invalid},
-      // Positions beyond 2^63 - 1, including ones that overflow 64 bits.
-      {"bytes=9223372036854775808-", 1000, RangeKind::Invalid},
-      {"bytes=0-9223372036854775808", 1000, RangeKind::Invalid},
-      {"bytes=-9223372036854775808", 1000, RangeKind::Invalid},
-      {"bytes=18446744073709551616-", 1000, RangeKind::Invalid},
+      // A last position below the first, with numbers past 64 bits.
       {"bytes=99999999999999999999999999-1", 1000, RangeKind::Invalid},
+      {"bytes=99999999999999999999-99999999999999999998", 1000,
+       RangeKind::Invalid},
+      {"bytes=0-99999999999999999999x", 1000, RangeKind::Invalid},
       // Several ranges.
       {"bytes=0-1,2-3", 1000, RangeKind::Multiple},
       {"bytes=0-1, -5", 1000, RangeKind::Multiple},
@@ -138,6 +137,63 @@ TEST_CASE("range classifies other headers", "[registry][range]") {
     auto range = parse_range(c.header, c.size);
     CHECK(std::string(kind_name(range.kind)) == kind_name(c.kind));
   }
+}
+
+TEST_CASE("range clamps last position to end", "[registry][range]") {
+  struct Case {
+    std::string header;
+    uint64_t size;
+    uint64_t first;
+    uint64_t last;
+  };
+
+  const std::vector<Case> cases = {
+      // Last position at the last byte, at the size and just past it.
+      {"bytes=0-999", 1000, 0, 999},
+      {"bytes=0-1000", 1000, 0, 999},
+      {"bytes=0-1001", 1000, 0, 999},
+      {"bytes=999-1000", 1000, 999, 999},
+      {"bytes=0-1", 1, 0, 0},
+      // Last positions at 2^63, at 2^64 - 1 and past 2^64, where uint64_t
+      // overflows.
+      {"bytes=0-9223372036854775808", 1000, 0, 999},
+      {"bytes=0-18446744073709551615", 1000, 0, 999},
+      {"bytes=0-18446744073709551616", 1000, 0, 999},
+      {"bytes=0-99999999999999999999", 1000, 0, 999},
+      {"bytes=500-99999999999999999999", 1000, 500, 999},
+      {"bytes=0-99999999999999999999", 1, 0, 0},
+      {"bytes=0-00000000000000000000000000005", 1000, 0, 5},
+      // Suffix lengths past 64 bits select the whole body.
+      {"bytes=-9223372036854775808", 1000, 0, 999},
+      {"bytes=-99999999999999999999", 1000, 0, 999},
+  };
+  for (const Case &c : cases) {
+    INFO("header: '" << c.header << "', size " << c.size);
+    auto range = parse_range(c.header, c.size);
+    CHECK(kind_name(range.kind) == std::string("Satisfiable"));
+    CHECK(range.first == c.first);
+    CHECK(range.last == c.last);
+  }
+}
+
+TEST_CASE("range rejects first position past end", "[registry][range]") {
+  const std::vector<std::string> headers = {
+      "bytes=1000-1000",
+      "bytes=1000-99999999999999999999",
+      "bytes=9223372036854775808-",
+      "bytes=18446744073709551616-",
+      "bytes=99999999999999999999-",
+      "bytes=99999999999999999999-99999999999999999999",
+  };
+  for (const std::string &header : headers) {
+    INFO("header: '" << header << "', size 1000");
+    auto range = parse_range(header, 1000);
+    CHECK(kind_name(range.kind) == std::string("Unsatisfiable"));
+  }
+
+  INFO("header: 'bytes=0-99999999999999999999', size 0");
+  auto empty = parse_range("bytes=0-99999999999999999999", 0);
+  CHECK(kind_name(empty.kind) == std::string("Unsatisfiable"));
 }
 
 TEST_CASE("range formats content range", "[registry][range]") {
