@@ -420,7 +420,8 @@ int run_server(const std::string &config_path) {
                                 providers.at(client_auth_of(address)), &service,
                                 front_config, daemon.connection_limit.get());
       if (!listener) {
-        GC_LOG(Front, critical, "listening on {} failed: {}", address.str(),
+        // The message names the failed call and the address.
+        GC_LOG(Front, critical, "opening a listener failed: {}",
                listener.error().message);
         return 1;
       }

@@ -111,12 +111,15 @@ Listener::open(struct ev_loop *loop, const std::string &host, uint16_t port,
   int fd = ::socket(address.ss_family,
                     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    return fail(ErrorCode::Io, errno_message("socket", errno));
+    return fail(ErrorCode::Io, errno_message("socket", errno) + " on " + where);
   }
   int one = 1;
+  // SO_REUSEADDR only lets a restarted daemon bind while connections of the
+  // previous one are in TIME_WAIT. There is no SO_REUSEPORT, so a second
+  // daemon on the same address fails with EADDRINUSE instead of sharing
+  // the port with this one.
   bool ok =
       ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0 &&
       (address.ss_family != AF_INET6 ||
        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == 0);
   if (!ok) {

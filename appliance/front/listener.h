@@ -3,8 +3,11 @@
 //
 // Threading: a listener and its connections belong to the thread running
 // its libev loop. Every method, and every call into the `RequestHandler`,
-// happens on that thread. With SO_REUSEPORT, each loop of a multi-loop
-// server opens its own listener on the same address.
+// happens on that thread. The socket has no SO_REUSEPORT, so an address
+// has one listener, and a second daemon cannot bind it. A server with
+// several loops would share one listening socket between them. With
+// SO_REUSEPORT instead, Linux lets any socket of the same user join, so
+// the server would also need another guard against a second daemon.
 #pragma once
 
 #include <cstddef>
@@ -47,8 +50,10 @@ void enable_alpn(SSL_CTX *ctx);
 class Listener {
 public:
   // Binds `host` (an IPv4 or IPv6 literal, brackets allowed) and `port` (0
-  // for any free port) with SO_REUSEADDR and SO_REUSEPORT, IPv6 sockets
-  // with IPV6_V6ONLY, and starts accepting on `loop`. `handler` must
+  // for any free port) with SO_REUSEADDR, IPv6 sockets with IPV6_V6ONLY,
+  // and starts accepting on `loop`. Without SO_REUSEPORT, an address that
+  // another socket listens on fails with `Io` ("bind: Address already in
+  // use"). `handler` must
   // outlive the listener. The listener counts its connections against
   // `limit`, which every listener of one loop shares and which must
   // outlive them. Without one, the listener makes its own limit of

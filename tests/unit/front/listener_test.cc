@@ -79,6 +79,26 @@ TEST_CASE("listener reports port in use", "[front][listener]") {
   ::close(holder);
 }
 
+TEST_CASE("second listener on same port fails", "[front][listener]") {
+  test::LoopThread loop;
+  test::TestHandler handler;
+  loop.call([&] {
+    auto first = Listener::open(loop.loop(), "127.0.0.1", 0,
+                                [] { return nullptr; }, &handler, {});
+    REQUIRE(first);
+    uint16_t port = (*first)->port();
+    auto second = Listener::open(loop.loop(), "127.0.0.1", port,
+                                 [] { return nullptr; }, &handler, {});
+    REQUIRE_FALSE(second);
+    CHECK(second.error().code == ErrorCode::Io);
+    const std::string &message = second.error().message;
+    CHECK(message.find("bind") != std::string::npos);
+    CHECK(message.find("in use") != std::string::npos);
+    CHECK(message.find("127.0.0.1:" + std::to_string(port)) !=
+          std::string::npos);
+  });
+}
+
 TEST_CASE("listener picks protocol by ALPN", "[front][listener]") {
   TestServer server;
 
