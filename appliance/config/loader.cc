@@ -277,9 +277,10 @@ private:
                                        uint64_t max, std::string_view expected);
   std::optional<double> read_number(const Entry &entry, double min, double max,
                                     std::string_view expected);
-  bool parse_listen_value(const Entry &entry,
-                          const std::vector<ListenAddress> &existing,
-                          std::string_view expected, ListenAddress &out);
+  bool parse_listen_value(
+      const Entry &entry,
+      const std::vector<std::pair<ListenAddress, YAML::Mark>> &existing,
+      std::string_view expected, ListenAddress &out);
 
   bool read_root(const YAML::Node &root);
   void read_listen(const Entry &entry);
@@ -373,8 +374,13 @@ private:
   YAML::Mark default_upstream_mark_;
   YAML::Mark storage_path_mark_;
 
-  // The `listen` entry being read in its map form.
+  // The `listen` entry being read in its map form, and where its address
+  // was written.
   ListenAddress *current_listen_ = nullptr;
+  YAML::Mark current_listen_mark_;
+  // Each `listen` address with where it was written, to point a duplicate
+  // at the first entry.
+  std::vector<std::pair<ListenAddress, YAML::Mark>> listen_marks_;
 
   // The freshness rule being read, and where its `tags` value is.
   FreshnessRule *current_rule_ = nullptr;
@@ -682,10 +688,12 @@ bool Loader::read_root(const YAML::Node &root) {
 
 // Parses the "address:port" scalar `entry.value` into `out`, keeping its
 // `client_auth`. Returns false after reporting a wrong type, a bad address
-// or one already in `existing`.
-bool Loader::parse_listen_value(const Entry &entry,
-                                const std::vector<ListenAddress> &existing,
-                                std::string_view expected, ListenAddress &out) {
+// or one already in `existing`, which contains each earlier address with
+// where it was written.
+bool Loader::parse_listen_value(
+    const Entry &entry,
+    const std::vector<std::pair<ListenAddress, YAML::Mark>> &existing,
+    std::string_view expected, ListenAddress &out) {
   std::string text;
   if (!read_scalar(entry, expected, text)) {
     return false;
@@ -695,9 +703,13 @@ bool Loader::parse_listen_value(const Entry &entry,
     invalid_value(entry, address.error().message, expected);
     return false;
   }
-  for (const ListenAddress &other : existing) {
+  // Addresses are compared in canonical form, so "[0::1]:5443" is a
+  // duplicate of "[::1]:5443".
+  for (const auto &[other, mark] : existing) {
     if (other.host == address->host && other.port == address->port) {
-      invalid_value(entry, "duplicate address", expected);
+      invalid_value(entry,
+                    "duplicate of the earlier entry at " + position(mark),
+                    "each address and port listed once");
       return false;
     }
   }
@@ -722,14 +734,17 @@ void Loader::read_listen(const Entry &entry) {
     Entry child{entry.key, entry.name, item};
     ListenAddress address;
     bool valid = false;
+    YAML::Mark mark = value_mark(child);
     if (item.IsMap()) {
       valid = read_listen_map(child, address);
+      mark = current_listen_mark_;
     } else if (item.IsScalar()) {
-      valid = parse_listen_value(child, config_.listen, ListenForm, address);
+      valid = parse_listen_value(child, listen_marks_, ListenForm, address);
     } else {
       wrong_type(child, item_form);
     }
     if (valid) {
+      listen_marks_.emplace_back(address, mark);
       config_.listen.push_back(std::move(address));
     }
   }
@@ -750,7 +765,8 @@ bool Loader::read_listen_map(const Entry &entry, ListenAddress &out) {
 }
 
 void Loader::read_listen_address(const Entry &entry) {
-  parse_listen_value(entry, config_.listen, ListenForm, *current_listen_);
+  current_listen_mark_ = value_mark(entry);
+  parse_listen_value(entry, listen_marks_, ListenForm, *current_listen_);
 }
 
 void Loader::read_listen_client_certificates(const Entry &entry) {
@@ -1653,13 +1669,14 @@ void Loader::read_admin_listen(const Entry &entry) {
   }
 
   config_.admin.listen.clear();
+  admin_listen_marks_.clear();
   for (const YAML::Node &item : entry.value) {
     if (should_stop()) {
       return;
     }
     Entry child{entry.key, entry.name, item};
     ListenAddress address;
-    if (!parse_listen_value(child, config_.admin.listen, expected, address)) {
+    if (!parse_listen_value(child, admin_listen_marks_, expected, address)) {
       continue;
     }
     if (!is_loopback_address(address.host)) {

@@ -264,9 +264,14 @@ TEST_CASE("config loader rejects bad listen maps", "[config]") {
        "a bracketed IPv6 address and a port from 1 to 65535)"},
       {up + "listen:\n  - \"127.0.0.1:5443\"\n  - {address: "
             "\"127.0.0.1:5443\"}\n",
-       "5:15: key 'listen.address': duplicate address (value "
-       "'127.0.0.1:5443'; expected \"address:port\" with an IPv4 address or "
-       "a bracketed IPv6 address and a port from 1 to 65535)"},
+       "5:15: key 'listen.address': duplicate of the earlier entry at line "
+       "4, column 5 (value '127.0.0.1:5443'; expected each address and port "
+       "listed once)"},
+      {up + "listen:\n  - {address: \"127.0.0.1:5443\"}\n  - "
+            "\"127.0.0.1:5443\"\n",
+       "5:5: key 'listen': duplicate of the earlier entry at line 4, column "
+       "15 (value '127.0.0.1:5443'; expected each address and port listed "
+       "once)"},
       {up + "listen:\n  - [\"127.0.0.1:5443\"]\n",
        "4:5: key 'listen': wrong type (value is a list; expected "
        "\"address:port\" with an IPv4 address or a bracketed IPv6 address "
@@ -684,9 +689,9 @@ TEST_CASE("config loader rejects bad admin values", "[config]") {
        "'localhost:9090'; " +
            listen_form},
       {up + "admin:\n  listen: [\"127.0.0.1:9090\", \"127.0.0.1:9090\"]\n",
-       "4:30: key 'admin.listen': duplicate address (value "
-       "'127.0.0.1:9090'; " +
-           listen_form},
+       "4:30: key 'admin.listen': duplicate of the earlier entry at line 4, "
+       "column 12 (value '127.0.0.1:9090'; expected each address and port "
+       "listed once)"},
       {up + "admin:\n  listen: [\"127.0.0.1:5443\"]\n",
        "4:12: key 'admin.listen': address is also served by listen entry "
        "'127.0.0.1:5443' (value '127.0.0.1:5443'; expected an address and "

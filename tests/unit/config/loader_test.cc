@@ -219,9 +219,14 @@ TEST_CASE("config loader reports errors with position", "[config]") {
        "expected \"address:port\" with an IPv4 address or a bracketed IPv6 "
        "address and a port from 1 to 65535)"},
       {up + "listen: [\"[::1]:5443\", \"[::1]:5443\"]\n",
-       "3:24: key 'listen': duplicate address (value '[::1]:5443'; expected "
-       "\"address:port\" with an IPv4 address or a bracketed IPv6 address "
-       "and a port from 1 to 65535)"},
+       "3:24: key 'listen': duplicate of the earlier entry at line 3, column "
+       "10 (value '[::1]:5443'; expected each address and port listed "
+       "once)"},
+      // Addresses are compared in canonical form.
+      {up + "listen: [\"[0::1]:5443\", \"[::1]:5443\"]\n",
+       "3:25: key 'listen': duplicate of the earlier entry at line 3, column "
+       "10 (value '[::1]:5443'; expected each address and port listed "
+       "once)"},
       {up + "listen: []\n",
        "3:9: key 'listen': empty list (expected a list of \"address:port\" "
        "with an IPv4 address or a bracketed IPv6 address and a port from 1 "
