@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "appliance/registry/disk_worker.h"
+#include "appliance/registry/media_type.h"
 #include "common/log.h"
 
 namespace gatecache::registry {
@@ -18,20 +19,29 @@ namespace {
 // session's TLS records full without many system calls.
 constexpr size_t ReadBufferBytes = 256 * 1024;
 
-int64_t parse_content_length(const std::optional<std::string> &value) {
-  if (!value) {
-    return -1;
+} // namespace
+
+std::optional<int64_t> parse_content_length(std::string_view value) {
+  // from_chars alone would accept a leading '-'.
+  if (value.empty() ||
+      value.find_first_not_of("0123456789") != std::string_view::npos) {
+    return std::nullopt;
   }
-  int64_t length = -1;
+  int64_t length = 0;
   auto [end, ec] =
-      std::from_chars(value->data(), value->data() + value->size(), length);
-  if (ec != std::errc() || end != value->data() + value->size() || length < 0) {
-    return -1;
+      std::from_chars(value.data(), value.data() + value.size(), length);
+  if (ec != std::errc() || end != value.data() + value.size()) {
+    return std::nullopt;
   }
   return length;
 }
 
-} // namespace
+std::string blob_media_type(const std::optional<std::string> &content_type) {
+  if (!content_type || content_type->empty()) {
+    return std::string(DefaultBlobMediaType);
+  }
+  return *content_type;
+}
 
 BlobFetch::BlobFetch(uint64_t id, cache::Digest digest, std::string upstream,
                      std::string repository,
@@ -106,7 +116,12 @@ void BlobFetch::on_head(const upstream::ResponseHead &head) {
                          " for blob " + digest_.str()});
     return;
   }
-  size_ = parse_content_length(head.header("content-length"));
+  // NOTE: a malformed Content-Length is treated as absent, and the digest
+  // check at the end still decides whether the bytes are stored.
+  auto length_header = head.header("content-length");
+  auto length =
+      length_header ? parse_content_length(*length_header) : std::nullopt;
+  size_ = length.value_or(-1);
   if (size_ >= 0 && static_cast<uint64_t>(size_) > max_size_) {
     fail(Error{ErrorCode::StorageFull,
                "blob " + digest_.str() + " has " + std::to_string(size_) +
@@ -114,8 +129,7 @@ void BlobFetch::on_head(const upstream::ResponseHead &head) {
                    std::to_string(max_size_) + ")"});
     return;
   }
-  media_type_ =
-      head.header("content-type").value_or("application/octet-stream");
+  media_type_ = blob_media_type(head.header("content-type"));
   std::optional<uint64_t> expected;
   if (size_ >= 0) {
     expected = static_cast<uint64_t>(size_);

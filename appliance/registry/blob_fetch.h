@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "appliance/front/exchange.h"
@@ -25,6 +26,14 @@
 namespace gatecache::registry {
 
 class DiskWorker;
+
+// Parses a Content-Length value: decimal digits only, within int64_t.
+// Returns nullopt for anything else, such as a sign, spaces or overflow.
+std::optional<int64_t> parse_content_length(std::string_view value);
+
+// Returns the Content-Type to serve a blob with: the upstream's, or
+// application/octet-stream when it sent none.
+std::string blob_media_type(const std::optional<std::string> &content_type);
 
 class BlobFetch : public upstream::ResponseHandler,
                   public std::enable_shared_from_this<BlobFetch> {

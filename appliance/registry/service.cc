@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "appliance/front/file_body.h"
+#include "appliance/registry/media_type.h"
 #include "appliance/registry/range.h"
 #include "appliance/registry/schema1.h"
 #include "cache/digest.h"
@@ -30,55 +31,6 @@ int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// Splits an Accept header into bare media types (parameters dropped).
-std::vector<std::string> parse_accept(const std::string &accept) {
-  std::vector<std::string> types;
-  size_t start = 0;
-  while (start <= accept.size()) {
-    size_t comma = accept.find(',', start);
-    if (comma == std::string::npos) {
-      comma = accept.size();
-    }
-    std::string item = accept.substr(start, comma - start);
-    size_t semicolon = item.find(';');
-    if (semicolon != std::string::npos) {
-      item.resize(semicolon);
-    }
-    size_t first = item.find_first_not_of(" \t");
-    size_t last = item.find_last_not_of(" \t");
-    if (first != std::string::npos) {
-      std::string type = item.substr(first, last - first + 1);
-      std::transform(type.begin(), type.end(), type.begin(), ::tolower);
-      types.push_back(std::move(type));
-    }
-    start = comma + 1;
-  }
-  return types;
-}
-
-// True when a client whose Accept lists `accepted` may receive
-// `media_type`. No Accept header, or `*/*`, allows every type.
-bool acceptable(const std::vector<std::string> &accepted,
-                const std::string &media_type) {
-  if (accepted.empty()) {
-    return true;
-  }
-  std::string type = media_type;
-  std::transform(type.begin(), type.end(), type.begin(), ::tolower);
-  size_t slash = type.find('/');
-  for (const auto &item : accepted) {
-    if (item == "*/*" || item == type) {
-      return true;
-    }
-    if (slash != std::string::npos && item.size() == slash + 2 &&
-        item.compare(0, slash + 1, type, 0, slash + 1) == 0 &&
-        item.back() == '*') {
-      return true;
-    }
-  }
-  return false;
 }
 
 // Transport failures, 5xx, 408 and 429 mean the upstream is unavailable, so
@@ -222,6 +174,12 @@ upstream::Request registry_request(const char *method,
     request.headers.emplace_back("accept", accept);
   }
   return request;
+}
+
+// Key of a running blob download. Downloads are per upstream, so a stalled
+// or failing upstream never holds up a pull from another one.
+std::string fetch_key(const std::string &upstream, const std::string &digest) {
+  return upstream + "\n" + digest;
 }
 
 // Largest tag list relayed from an upstream.
@@ -525,54 +483,61 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
     return;
   }
   std::string digest_text = digest->str();
-  if (stored && stored->digest == digest_text &&
-      stored->media_type == *media_type) {
-    if (auto entry = load_manifest(digest_text)) {
-      int64_t now = unix_now();
-      auto index = index_;
-      Route copy = route;
-      worker_.post(
-          [index, copy, now] {
-            (void)index->touch_tag(copy.upstream, copy.repository,
-                                   copy.reference, now);
-          },
-          nullptr);
-      send_manifest(exchange, *entry, CacheResult::Revalidated);
-      return;
-    }
-  }
-  if (!acceptable(parse_accept(exchange->request().accept), *media_type)) {
+  // A stored manifest keeps the type it was stored with, so the HEAD's
+  // Content-Type is not compared with it. Comparing would fetch the
+  // manifest again on every request when the upstream's type differs in
+  // parameters only, or differs from the type another upstream sent first.
+  auto entry = load_manifest(digest_text);
+  const std::string &served_type = entry ? entry->media_type : *media_type;
+  if (!acceptable(parse_accept(exchange->request().accept), served_type)) {
     respond_error(exchange, OciError::manifest_unknown(
-                                "upstream has " + *media_type + " for tag " +
+                                "upstream has " + served_type + " for tag " +
                                 route.reference +
                                 ", which the Accept header does not allow"));
     return;
   }
-  // The tag moved, or is new here. The HEAD proved that this repository
-  // contains the digest, so stored content needs no further check.
-  if (auto entry = load_manifest(digest_text);
-      entry && entry->media_type == *media_type) {
-    remember_repository(route, digest_text, true);
-    cache::TagRecord record{*media_type, digest_text, unix_now(), unix_now()};
-    auto index = index_;
-    Route copy = route;
-    worker_.post(
-        [index, copy, record] {
-          auto stored_tag = index->put_tag(copy.upstream, copy.repository,
-                                           copy.reference, record);
-          if (!stored_tag) {
-            GC_LOG(Registry, error, "recording tag {}/{}:{} failed: {}",
-                   copy.upstream, copy.repository, copy.reference,
-                   stored_tag.error().message);
-          }
-        },
-        nullptr);
-    send_manifest(exchange, *entry, CacheResult::Revalidated);
+  if (entry) {
+    serve_stored_for_tag(exchange, route, stored, *entry);
     return;
   }
   // Fetch by digest, not by tag, so the stored bytes are the ones the HEAD
   // named even if the tag moves meanwhile.
   fetch_manifest(exchange, route, digest_text, true, CacheResult::Miss, stored);
+}
+
+void RegistryService::serve_stored_for_tag(
+    const ExchangePtr &exchange, const Route &route,
+    const std::optional<cache::TagRecord> &stored, const ManifestEntry &entry) {
+  auto index = index_;
+  Route copy = route;
+  int64_t now = unix_now();
+  if (stored && stored->digest == entry.digest &&
+      same_media_type(stored->media_type, entry.media_type)) {
+    worker_.post(
+        [index, copy, now] {
+          (void)index->touch_tag(copy.upstream, copy.repository, copy.reference,
+                                 now);
+        },
+        nullptr);
+    send_manifest(exchange, entry, CacheResult::Revalidated);
+    return;
+  }
+  // The tag moved, or is new here. The HEAD proved that this repository
+  // contains the digest, so stored content needs no further check.
+  remember_repository(route, entry.digest, true);
+  cache::TagRecord record{entry.media_type, entry.digest, now, now};
+  worker_.post(
+      [index, copy, record] {
+        auto stored_tag = index->put_tag(copy.upstream, copy.repository,
+                                         copy.reference, record);
+        if (!stored_tag) {
+          GC_LOG(Registry, error, "recording tag {}/{}:{} failed: {}",
+                 copy.upstream, copy.repository, copy.reference,
+                 stored_tag.error().message);
+        }
+      },
+      nullptr);
+  send_manifest(exchange, entry, CacheResult::Revalidated);
 }
 
 void RegistryService::serve_manifest_by_digest(ExchangePtr exchange,
@@ -661,8 +626,8 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
     }
     return;
   }
-  auto media_type = result.head.header("content-type");
-  if (!media_type || media_type->empty()) {
+  auto content_type = result.head.header("content-type");
+  if (!content_type || content_type->empty()) {
     GC_LOG(Registry, error,
            "upstream={} repo={} ref={} sent a manifest without Content-Type",
            route.upstream, route.repository, reference);
@@ -689,7 +654,7 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
   cache::Digest actual = cache::digest_of(result.body, algorithm);
   bool persist = true;
   if (announced && !(actual == *announced) &&
-      *media_type == Schema1SignedMediaType) {
+      same_media_type(*content_type, Schema1SignedMediaType)) {
     // Signed schema 1 manifests are named by their payload's digest.
     auto payload = schema1_payload(result.body);
     if (payload && cache::digest_of(*payload, algorithm) == *announced) {
@@ -712,59 +677,37 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
     return;
   }
   std::string digest = actual.str();
+  auto checked = check_manifest_media_type(*content_type, result.body);
+  if (!checked) {
+    GC_LOG(Registry, error,
+           "invalid manifest media type upstream={} repo={} digest={}: {}; "
+           "nothing stored",
+           route.upstream, route.repository, digest, checked.error().message);
+    if (!exchange->closed()) {
+      respond_error(
+          exchange,
+          OciError::unavailable(
+              "upstream " + route.upstream + " sent manifest " + digest +
+              " with an invalid media type: " + checked.error().message));
+    }
+    return;
+  }
   auto entry = std::make_shared<ManifestEntry>();
   entry->bytes = std::make_shared<const std::string>(result.body);
-  entry->media_type = *media_type;
+  entry->media_type = std::move(*checked);
   entry->digest = digest;
-  // The index, not the memory cache, records whether the bytes are on
-  // disk, because an evicted manifest can still be in memory.
-  auto stored_record = index_->get_content(digest);
-  bool already_stored = stored_record && *stored_record;
+  bool indexed = keep_stored_media_type(route, *entry);
   manifests_.put(entry);
   remember_repository(route, digest, false);
   if (!persist) {
     GC_LOG(Registry, debug, "serving schema 1 manifest {} from memory only",
            digest);
-  } else if (!already_stored) {
-    // Store the verified bytes, then index them, off the loop.
-    auto store = store_;
-    auto index = index_;
-    auto bytes = entry->bytes;
-    std::string type = *media_type;
-    Route copy = route;
-    std::string tag_target = record_tag ? route.reference : "";
-    worker_.post(
-        [store, index, bytes, type, copy, digest, actual, tag_target,
-         max_bytes = config_->storage.max_size_bytes, recent = access_log_,
-         evictions = evictions_, pins = pins_] {
-          auto stored = store->put(actual, *bytes);
-          if (!stored) {
-            GC_LOG(Cache, error, "storing manifest {} failed: {}", digest,
-                   stored.error().message);
-            return;
-          }
-          int64_t now = unix_now();
-          cache::ContentRecord record{bytes->size(), type,
-                                      cache::ContentKind::Manifest, now};
-          auto indexed = index->put_content(digest, record, copy.upstream,
-                                            copy.repository);
-          if (indexed && !tag_target.empty()) {
-            indexed = index->put_tag(copy.upstream, copy.repository, tag_target,
-                                     cache::TagRecord{type, digest, now, now});
-          }
-          if (!indexed) {
-            GC_LOG(Cache, error, "indexing manifest {} failed: {}", digest,
-                   indexed.error().message);
-            return;
-          }
-          evict_if_needed(*store, *index, max_bytes, digest, *recent,
-                          *evictions, *pins);
-        },
-        nullptr);
+  } else if (!indexed) {
+    store_manifest(route, actual, entry, record_tag ? route.reference : "");
   } else if (record_tag) {
     auto index = index_;
     Route copy = route;
-    std::string type = *media_type;
+    std::string type = entry->media_type;
     worker_.post(
         [index, copy, digest, type] {
           int64_t now = unix_now();
@@ -781,7 +724,7 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
   if (!acceptable(accepted, entry->media_type)) {
     respond_error(exchange,
                   OciError{404, "MANIFEST_UNKNOWN",
-                           "upstream returned " + entry->media_type +
+                           "manifest " + digest + " is " + entry->media_type +
                                ", which the Accept header does not allow"});
     return;
   }
@@ -789,6 +732,78 @@ void RegistryService::on_manifest_fetched(ExchangePtr exchange,
     exchange->cache_result = outcome;
   }
   send_manifest(exchange, *entry, exchange->cache_result);
+}
+
+bool RegistryService::keep_stored_media_type(const Route &route,
+                                             ManifestEntry &entry) {
+  // The index, not the memory cache, records whether the bytes are on
+  // disk, because an evicted manifest can still be in memory. A record
+  // with a type that is no manifest type was stored before types were
+  // checked, and is replaced.
+  std::optional<std::string> indexed_type;
+  auto record = index_->get_content(entry.digest);
+  if (record && *record && (*record)->kind == cache::ContentKind::Manifest) {
+    std::string essence = media_type_essence((*record)->media_type);
+    if (is_manifest_media_type(essence)) {
+      indexed_type = std::move(essence);
+    }
+  }
+  // Memory comes first because it also contains manifests whose index
+  // write is still queued on the disk worker.
+  std::optional<std::string> kept_type;
+  if (auto cached = manifests_.get(entry.digest)) {
+    kept_type = cached->media_type;
+  } else {
+    kept_type = indexed_type;
+  }
+  if (kept_type && *kept_type != entry.media_type) {
+    GC_LOG(Registry, warn,
+           "upstream={} repo={} sent manifest {} as {}, but it is stored as "
+           "{}; serving the stored type",
+           route.upstream, route.repository, entry.digest, entry.media_type,
+           *kept_type);
+    entry.media_type = *kept_type;
+  }
+  return indexed_type && *indexed_type == entry.media_type;
+}
+
+void RegistryService::store_manifest(const Route &route,
+                                     const cache::Digest &digest,
+                                     std::shared_ptr<const ManifestEntry> entry,
+                                     const std::string &tag) {
+  // Store the verified bytes, then index them, off the loop.
+  auto store = store_;
+  auto index = index_;
+  Route copy = route;
+  worker_.post(
+      [store, index, digest, entry, copy, tag,
+       max_bytes = config_->storage.max_size_bytes, recent = access_log_,
+       evictions = evictions_, pins = pins_] {
+        auto stored = store->put(digest, *entry->bytes);
+        if (!stored) {
+          GC_LOG(Cache, error, "storing manifest {} failed: {}", entry->digest,
+                 stored.error().message);
+          return;
+        }
+        int64_t now = unix_now();
+        cache::ContentRecord record{entry->bytes->size(), entry->media_type,
+                                    cache::ContentKind::Manifest, now};
+        auto indexed = index->put_content(entry->digest, record, copy.upstream,
+                                          copy.repository);
+        if (indexed && !tag.empty()) {
+          indexed = index->put_tag(
+              copy.upstream, copy.repository, tag,
+              cache::TagRecord{entry->media_type, entry->digest, now, now});
+        }
+        if (!indexed) {
+          GC_LOG(Cache, error, "indexing manifest {} failed: {}", entry->digest,
+                 indexed.error().message);
+          return;
+        }
+        evict_if_needed(*store, *index, max_bytes, entry->digest, *recent,
+                        *evictions, *pins);
+      },
+      nullptr);
 }
 
 void RegistryService::send_manifest(const ExchangePtr &exchange,
@@ -823,6 +838,15 @@ RegistryService::load_manifest(const std::string &digest) {
       (*record)->size > limits_.max_manifest_bytes) {
     return nullptr;
   }
+  // A type that is no manifest type was stored before upstream types were
+  // checked. The manifest is fetched again, which replaces the record.
+  std::string media_type = media_type_essence((*record)->media_type);
+  if (!is_manifest_media_type(media_type)) {
+    GC_LOG(Cache, warn,
+           "stored manifest {} has media type '{}'; fetching it again", digest,
+           (*record)->media_type);
+    return nullptr;
+  }
   // NOTE: a blocking read on the loop. Manifests are small and recently
   // used ones stay in memory, so this runs once per manifest per start.
   auto fd = store_->open_read(*parsed);
@@ -850,7 +874,7 @@ RegistryService::load_manifest(const std::string &digest) {
   }
   auto entry = std::make_shared<ManifestEntry>();
   entry->bytes = std::make_shared<const std::string>(std::move(bytes));
-  entry->media_type = (*record)->media_type;
+  entry->media_type = std::move(media_type);
   entry->digest = digest;
   manifests_.put(entry);
   return entry;
@@ -893,19 +917,9 @@ void RegistryService::serve_blob(ExchangePtr exchange, const Route &route) {
                      });
     return;
   }
-  auto running = fetches_.find(route.reference);
+  auto running = fetches_.find(fetch_key(route.upstream, route.reference));
   if (running != fetches_.end()) {
-    auto fetch = running->second;
-    if (fetch->upstream() == route.upstream &&
-        fetch->repository() == route.repository) {
-      join_fetch(std::move(exchange), fetch, CacheResult::Joined);
-      return;
-    }
-    confirm_upstream(std::move(exchange), route, "blobs",
-                     [this, fetch](ExchangePtr confirmed) {
-                       join_fetch(std::move(confirmed), fetch,
-                                  CacheResult::Joined);
-                     });
+    join_running_fetch(std::move(exchange), route, running->second);
     return;
   }
   if (exchange->request().method == Method::Head) {
@@ -969,7 +983,7 @@ void RegistryService::send_stored_blob(const ExchangePtr &exchange,
 
 void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
                                   const cache::Digest &digest) {
-  std::string key = "GET blob\n" + route.reference;
+  std::string key = "GET blob\n" + fetch_key(route.upstream, route.reference);
   Route copy = route;
   auto granted = [this, exchange, copy, digest](GrantPtr grant) {
     if (exchange->closed()) {
@@ -977,9 +991,9 @@ void RegistryService::start_fetch(ExchangePtr exchange, const Route &route,
     }
     // Another request may have started the download while this one
     // waited for budget.
-    auto running = fetches_.find(copy.reference);
+    auto running = fetches_.find(fetch_key(copy.upstream, copy.reference));
     if (running != fetches_.end()) {
-      join_fetch(exchange, running->second, CacheResult::Joined);
+      join_running_fetch(exchange, copy, running->second);
       return;
     }
     start_fetch_now(exchange, copy, digest, std::move(grant));
@@ -999,12 +1013,16 @@ void RegistryService::start_fetch_now(ExchangePtr exchange, const Route &route,
   auto fetch = std::make_shared<BlobFetch>(
       next_fetch_id(), digest, route.upstream, route.repository, store_);
   fetch->set_max_size(config_->storage.max_size_bytes);
-  fetches_.emplace(route.reference, fetch);
-  std::string key = route.reference;
+  std::string key = fetch_key(route.upstream, route.reference);
+  fetches_[key] = fetch;
   // The grant's in-flight slot is held until the download ends.
-  fetch->on_finished([this, key, grant = std::move(grant)](BlobFetch &) {
-    fetches_.erase(key);
-  });
+  fetch->on_finished(
+      [this, key, grant = std::move(grant)](BlobFetch &finished) {
+        auto found = fetches_.find(key);
+        if (found != fetches_.end() && found->second.get() == &finished) {
+          fetches_.erase(found);
+        }
+      });
   auto index = index_;
   auto store = store_;
   uint64_t max_bytes = config_->storage.max_size_bytes;
@@ -1016,6 +1034,10 @@ void RegistryService::start_fetch_now(ExchangePtr exchange, const Route &route,
                 recent = access_log_, evictions = evictions_,
                 pins = pins_](cache::BlobStore::Writer &writer,
                               const std::string &media_type) -> Result<void> {
+                 // Downloads of one digest from two upstreams may both
+                 // commit. The second rename replaces the file with the
+                 // same verified bytes, and readers of the first file keep
+                 // their descriptors.
                  auto committed = writer.commit();
                  if (!committed) {
                    return committed;
@@ -1023,6 +1045,13 @@ void RegistryService::start_fetch_now(ExchangePtr exchange, const Route &route,
                  cache::ContentRecord record{writer.size(), media_type,
                                              cache::ContentKind::Blob,
                                              unix_now()};
+                 // Content keeps the kind and type it was first indexed
+                 // with, such as a manifest also fetched as a blob.
+                 auto existing = index->get_content(digest_text);
+                 if (existing && *existing) {
+                   record.media_type = (*existing)->media_type;
+                   record.kind = (*existing)->kind;
+                 }
                  auto indexed = index->put_content(digest_text, record,
                                                    upstream, repository);
                  if (!indexed) {
@@ -1033,22 +1062,40 @@ void RegistryService::start_fetch_now(ExchangePtr exchange, const Route &route,
                  return {};
                });
   remember_repository(route, route.reference, false);
-  join_fetch(std::move(exchange), fetch, CacheResult::Miss);
+  join_fetch(std::move(exchange), route, fetch, CacheResult::Miss);
 }
 
-void RegistryService::join_fetch(ExchangePtr exchange,
+void RegistryService::join_running_fetch(ExchangePtr exchange,
+                                         const Route &route,
+                                         std::shared_ptr<BlobFetch> fetch) {
+  if (fetch->repository() == route.repository) {
+    join_fetch(std::move(exchange), route, std::move(fetch),
+               CacheResult::Joined);
+    return;
+  }
+  // The download is for another repository of the same upstream, which
+  // may contain blobs this one does not.
+  Route copy = route;
+  confirm_upstream(std::move(exchange), route, "blobs",
+                   [this, copy, fetch](ExchangePtr confirmed) {
+                     join_fetch(std::move(confirmed), copy, fetch,
+                                CacheResult::Joined);
+                   });
+}
+
+void RegistryService::join_fetch(ExchangePtr exchange, const Route &route,
                                  std::shared_ptr<BlobFetch> fetch,
                                  CacheResult outcome) {
   exchange->cache_result = outcome;
   exchange->fetch_id = fetch->id();
-  fetch->on_head_known([this, exchange, fetch](BlobFetch &known) {
+  // Failures are reported for the request's own repository, which may
+  // differ from the one the download reads from.
+  Route copy = route;
+  fetch->on_head_known([this, exchange, copy, fetch](BlobFetch &known) {
     if (exchange->closed()) {
       return;
     }
     if (known.state() == BlobFetch::State::Failed) {
-      Route route;
-      route.upstream = known.upstream();
-      route.repository = known.repository();
       CallResult result;
       result.head.status = known.upstream_status();
       if (known.upstream_status() == 0) {
@@ -1057,7 +1104,7 @@ void RegistryService::join_fetch(ExchangePtr exchange,
       if (known.retry_after()) {
         result.head.headers.emplace_back("retry-after", *known.retry_after());
       }
-      respond_upstream_failure(exchange, route, result, "blob");
+      respond_upstream_failure(exchange, copy, result, "blob");
       return;
     }
     Response response;
@@ -1106,18 +1153,47 @@ void RegistryService::head_blob_upstream(ExchangePtr exchange,
           respond_upstream_failure(exchange, copy, result, "blob");
           return;
         }
-        exchange->cache_result = CacheResult::Miss;
-        Response response;
-        response.headers =
-            content_headers(result.head.header("content-type")
-                                .value_or("application/octet-stream"),
-                            copy.reference);
-        auto length = result.head.header("content-length");
-        if (length) {
-          response.head_length = std::strtoll(length->c_str(), nullptr, 10);
-        }
-        exchange->respond(std::move(response));
+        respond_blob_head(exchange, copy, result.head);
       });
+}
+
+void RegistryService::respond_blob_head(const ExchangePtr &exchange,
+                                        const Route &route,
+                                        const upstream::ResponseHead &head) {
+  // The size is what a GET would send, so it must be exact. A value that
+  // is not a plain decimal integer makes the upstream's response unusable.
+  auto length_header = head.header("content-length");
+  auto size = length_header ? parse_content_length(*length_header)
+                            : std::optional<int64_t>();
+  if (length_header && !size) {
+    GC_LOG(Registry, warn,
+           "upstream={} repo={} sent Content-Length '{}' for blob {}",
+           route.upstream, route.repository, *length_header, route.reference);
+    respond_error(exchange, OciError::unavailable(
+                                "upstream " + route.upstream +
+                                " sent an invalid Content-Length for blob " +
+                                route.reference));
+    return;
+  }
+  exchange->cache_result = CacheResult::Miss;
+  Response response;
+  response.headers = content_headers(
+      blob_media_type(head.header("content-type")), route.reference);
+  if (!size) {
+    // Size unknown: a Range is ignored and no Accept-Ranges is sent, as on
+    // the GET path.
+    response.status = 200;
+    exchange->respond(std::move(response));
+    return;
+  }
+  uint64_t first = 0;
+  uint64_t length = 0;
+  if (!apply_range(exchange, static_cast<uint64_t>(*size), response, first,
+                   length)) {
+    return;
+  }
+  response.head_length = static_cast<int64_t>(length);
+  exchange->respond(std::move(response));
 }
 
 // ---- Repository membership -------------------------------------------

@@ -9,8 +9,10 @@
 //  - Manifests and blobs by digest are served from the store once the
 //    repository is known to hold them; content seen only in another
 //    repository is confirmed with a HEAD first.
-//  - A missing blob starts one `BlobFetch`; every request for that digest
-//    follows the same download.
+//  - A missing blob starts one `BlobFetch` per upstream, and every request
+//    for that digest and upstream follows the same download.
+//  - A manifest is stored only with a manifest media type that agrees with
+//    its `mediaType` field, and keeps the type it was first stored with.
 // Threading: one instance per loop; storage writes go to the `DiskWorker`.
 #pragma once
 
@@ -157,10 +159,23 @@ private:
                       std::optional<cache::TagRecord> stale = std::nullopt);
   void revalidate_tag(ExchangePtr exchange, const Route &route,
                       std::optional<cache::TagRecord> stored);
+  // Serves a stored manifest for a tag the upstream just confirmed, and
+  // records the tag when it moved or is new.
+  void serve_stored_for_tag(const ExchangePtr &exchange, const Route &route,
+                            const std::optional<cache::TagRecord> &stored,
+                            const ManifestEntry &entry);
   void on_manifest_fetched(ExchangePtr exchange, const Route &route,
                            const std::string &reference, bool record_tag,
                            front::CacheResult outcome,
                            const CallResult &result);
+  // Sets `entry`'s type to the one its digest is already stored with, if
+  // any. Returns true when the index has the digest with that type.
+  bool keep_stored_media_type(const Route &route, ManifestEntry &entry);
+  // Writes a verified manifest to the store and the index on the disk
+  // worker, and records `tag` for it unless `tag` is empty.
+  void store_manifest(const Route &route, const cache::Digest &digest,
+                      std::shared_ptr<const ManifestEntry> entry,
+                      const std::string &tag);
   void send_manifest(const ExchangePtr &exchange, const ManifestEntry &entry,
                      front::CacheResult outcome);
   std::shared_ptr<const ManifestEntry> load_manifest(const std::string &digest);
@@ -171,13 +186,21 @@ private:
                         const cache::Digest &digest,
                         const cache::ContentRecord &record,
                         front::CacheResult outcome);
-  void join_fetch(ExchangePtr exchange, std::shared_ptr<BlobFetch> fetch,
-                  front::CacheResult outcome);
+  // Joins a download of the request's upstream, after confirming the
+  // repository when the download is for another one.
+  void join_running_fetch(ExchangePtr exchange, const Route &route,
+                          std::shared_ptr<BlobFetch> fetch);
+  void join_fetch(ExchangePtr exchange, const Route &route,
+                  std::shared_ptr<BlobFetch> fetch, front::CacheResult outcome);
   void start_fetch(ExchangePtr exchange, const Route &route,
                    const cache::Digest &digest);
   void start_fetch_now(ExchangePtr exchange, const Route &route,
                        const cache::Digest &digest, GrantPtr grant);
   void head_blob_upstream(ExchangePtr exchange, const Route &route);
+  // Responds to a HEAD of an uncached blob from the upstream's HEAD response,
+  // with the headers, status and Range handling of a GET.
+  void respond_blob_head(const ExchangePtr &exchange, const Route &route,
+                         const upstream::ResponseHead &head);
 
   // Repository membership of content.
   bool repository_confirmed(const Route &route, const std::string &digest);
@@ -214,6 +237,7 @@ private:
   CallGroup calls_;
   ManifestCache manifests_;
   std::unordered_map<std::string, upstream::Origin> origins_;
+  // Running blob downloads by upstream and digest.
   std::unordered_map<std::string, std::shared_ptr<BlobFetch>> fetches_;
   std::unordered_set<std::string> confirmed_;
   std::unordered_map<std::string, PendingGrant> pending_grants_;
