@@ -13,7 +13,9 @@ that the request's Accept does not allow. It serves only the pull API:
   is what a registry that ignores Accept does, unless the tag was added
   with `strict_accept`, in which case the response is 404 MANIFEST_UNKNOWN.
   A digest serves its document whatever the Accept.
-- `GET` and `HEAD` of `/v2/<name>/blobs/<digest>`.
+- `GET` and `HEAD` of `/v2/<name>/blobs/<digest>`. A blob added with
+  `stall_after` sends that many bytes of its body, then waits for
+  `release_stalled()` before it sends the rest.
 - 404 with an OCI error body for everything else, and 405 for methods
   other than GET and HEAD.
 
@@ -38,6 +40,10 @@ from .procs import wait_for
 MANIFEST_PATH = "/manifests/"
 BLOB_PATH = "/blobs/"
 BLOB_MEDIA_TYPE = "application/octet-stream"
+
+# Seconds a stalled blob GET waits for `release_stalled()`. It bounds a
+# hang if a test never releases it; it measures nothing.
+STALL_TIMEOUT = 300
 
 
 def sha256_digest(data):
@@ -95,6 +101,12 @@ class _Content:
         self.manifests = {}  # (repository, digest) -> Document
         self.tags = {}  # (repository, tag) -> ([Document], strict_accept)
         self.blobs = {}  # (repository, digest) -> bytes
+        self.stalls = {}  # (repository, digest) -> bytes sent before waiting
+        # Set when a stalled GET has sent its first part.
+        self.stalled = threading.Event()
+        # Set by `release_stalled()` and `stop()`, which lets stalled GETs
+        # send the rest of their body.
+        self.released = threading.Event()
         self.log = []
 
     def find_manifest(self, repository, reference, accept):
@@ -111,8 +123,10 @@ class _Content:
         return None
 
     def find_blob(self, repository, digest):
+        """Return the blob's bytes and its stall point, or (None, None)."""
         with self.lock:
-            return self.blobs.get((repository, digest))
+            return (self.blobs.get((repository, digest)),
+                    self.stalls.get((repository, digest)))
 
     def record(self, entry):
         with self.lock:
@@ -207,26 +221,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, document.body, headers)
 
     def _serve_blob(self, repository, digest):
-        data = self.server.content.find_blob(repository, digest)
+        data, stall_after = self.server.content.find_blob(repository, digest)
         if data is None:
             self._send_error(404, "BLOB_UNKNOWN",
                              f"blob {repository}@{digest} not found")
             return
         self._send(200, data, {"Content-Type": BLOB_MEDIA_TYPE,
-                               "Docker-Content-Digest": digest})
+                               "Docker-Content-Digest": digest},
+                   stall_after=stall_after)
 
     def _send_error(self, status, code, message):
         body = json.dumps({"errors": [{"code": code, "message": message,
                                        "detail": None}]}).encode()
         self._send(status, body, {"Content-Type": "application/json"})
 
-    def _send(self, status, body, headers):
+    def _send(self, status, body, headers, stall_after=None):
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
         self.end_headers()
+        if self.command != "HEAD" and stall_after is not None:
+            content = self.server.content
+            self.wfile.write(body[:stall_after])
+            self.wfile.flush()
+            content.stalled.set()
+            content.released.wait(timeout=STALL_TIMEOUT)
+            body = body[stall_after:]
         if self.command != "HEAD":
             self.wfile.write(body)
         self.server.content.record(LoggedRequest(
@@ -311,12 +333,28 @@ class StaticRegistry:
                     documents + [document], strict_accept)
         return document
 
-    def add_blob(self, repository, data):
-        """Serve `data` as a blob of `repository`; return its digest."""
+    def add_blob(self, repository, data, stall_after=None):
+        """Serve `data` as a blob of `repository`; return its digest.
+
+        With `stall_after`, a GET sends that many bytes of the body and
+        then waits for `release_stalled()`.
+        """
         digest = sha256_digest(data)
         with self._content.lock:
             self._content.blobs[(repository, digest)] = bytes(data)
+            if stall_after is not None:
+                self._content.stalls[(repository, digest)] = stall_after
         return digest
+
+    def wait_stalled(self, timeout=30):
+        """Wait until a stalled blob GET has sent its first part."""
+        if not self._content.stalled.wait(timeout):
+            raise TimeoutError(f"no stalled blob GET on {self.host} within "
+                               f"{timeout} s")
+
+    def release_stalled(self):
+        """Let every stalled blob GET, and any later one, send its rest."""
+        self._content.released.set()
 
     def start(self):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -335,6 +373,7 @@ class StaticRegistry:
         """Close the listening socket and every open connection."""
         if self._server is None:
             return
+        self.release_stalled()
         self._server.serving = False
         self._server.shutdown()
         self._server.server_close()
