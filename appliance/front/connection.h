@@ -118,6 +118,8 @@ private:
                              int events) noexcept;
   static void on_timer(struct ev_loop *loop, ev_timer *watcher,
                        int events) noexcept;
+  static void on_resume_read(struct ev_loop *loop, ev_timer *watcher,
+                             int events) noexcept;
 
   void handle_readable();
   void handle_writable();
@@ -151,6 +153,9 @@ private:
   ev_io read_watcher_;
   ev_io write_watcher_;
   ev_timer timer_;
+  // Zero timer that resumes reading bytes that OpenSSL buffered after a read
+  // budget ran out.
+  ev_timer resume_read_timer_;
   double started_at_ = 0;
   double last_io_ = 0;
   double linger_started_at_ = 0;
@@ -158,6 +163,10 @@ private:
   // Length of a write that returned WouldBlock; the retry must not be
   // shorter.
   size_t retry_size_ = 0;
+  // Bytes written since the current writable event began, and whether the
+  // connection stopped writing because they reached the per-event budget.
+  size_t written_in_event_ = 0;
+  bool write_yielded_ = false;
   bool reading_paused_ = false;
   bool read_wants_write_ = false;
   bool write_wants_read_ = false;

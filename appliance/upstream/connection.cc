@@ -33,6 +33,8 @@ Connection::Connection(ClientContext &context, ConnectionPool &pool,
   connect_timer_.data = this;
   ev_timer_init(&idle_timer_, on_idle_timer, 0, 0);
   idle_timer_.data = this;
+  ev_timer_init(&resume_read_timer_, on_resume_read, 0, 0);
+  resume_read_timer_.data = this;
 }
 
 Connection::~Connection() {
@@ -240,6 +242,11 @@ void Connection::on_io(struct ev_loop *, ev_io *watcher, int revents) noexcept {
   static_cast<Connection *>(watcher->data)->handle_io(revents);
 }
 
+void Connection::on_resume_read(struct ev_loop *, ev_timer *watcher,
+                                int) noexcept {
+  static_cast<Connection *>(watcher->data)->handle_io(EV_READ);
+}
+
 void Connection::handle_io(int revents) {
   switch (state_) {
   case State::Connecting:
@@ -317,8 +324,16 @@ void Connection::do_read() {
       return;
     }
   }
-  // OpenSSL may hold decrypted bytes that no socket event will announce.
-  ev_feed_event(context_.loop, &read_watcher_, EV_READ);
+  // The read budget is spent. Bytes still in the socket make the
+  // level-triggered read watcher fire after the next poll, but bytes that
+  // OpenSSL has read ahead are invisible to the poll. A zero timer comes
+  // back for them after the next poll too, so other connections get their
+  // turn first; a fed event would run again before them.
+  if (SSL_has_pending(ssl_) == 1) {
+    ev_timer_stop(context_.loop, &resume_read_timer_);
+    ev_timer_set(&resume_read_timer_, 0, 0);
+    ev_timer_start(context_.loop, &resume_read_timer_);
+  }
 }
 
 void Connection::on_peer_closed() {
@@ -435,6 +450,7 @@ void Connection::on_idle_timer(struct ev_loop *, ev_timer *watcher,
 void Connection::close_socket() {
   ev_io_stop(context_.loop, &read_watcher_);
   ev_io_stop(context_.loop, &write_watcher_);
+  ev_timer_stop(context_.loop, &resume_read_timer_);
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;

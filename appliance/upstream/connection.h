@@ -114,6 +114,8 @@ private:
                                int revents) noexcept;
   static void on_idle_timer(struct ev_loop *loop, ev_timer *watcher,
                             int revents) noexcept;
+  static void on_resume_read(struct ev_loop *loop, ev_timer *watcher,
+                             int revents) noexcept;
 
   void handle_io(int revents);
   void on_resolved(Result<AddressList> addresses);
@@ -154,6 +156,9 @@ private:
   ev_io write_watcher_;
   ev_timer connect_timer_;
   ev_timer idle_timer_;
+  // Zero timer that resumes reading bytes that OpenSSL buffered after a read
+  // budget ran out.
+  ev_timer resume_read_timer_;
   uint8_t buffer_[16384];
 };
 
