@@ -536,11 +536,18 @@ def test_gateway_config_with_clusters(gateway):
                           "budget": {"limit": 100, "window": "6h"}},
         },
         "gatecache_default_upstream": "docker.io",
+        "gatecache_front": {"max_connections": 2000, "idle_timeout": "60s"},
+        "gatecache_storage_scrub_interval": "30d",
+        "gatecache_storage_scrub_rate": "16MiB",
     })
 
     result = playbook.run(variables)
 
     assert result.returncode == 0, result.describe()
+    text = Path(variables["gatecache_config_path"]).read_text()
+    assert "max_connections: 2000" in text
+    assert 'scrub_interval: "30d"' in text
+    assert 'scrub_rate: "16MiB"' in text
 
 
 def test_gateway_creates_ca_and_saves_bundle(gateway, gatecache_bin):
