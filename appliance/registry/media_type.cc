@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "appliance/registry/schema1.h"
+#include "common/ascii.h"
 
 namespace gatecache::registry {
 
@@ -20,22 +21,6 @@ std::string_view trim(std::string_view text) {
   }
   size_t last = text.find_last_not_of(Whitespace);
   return text.substr(first, last - first + 1);
-}
-
-char to_lower(char c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool equal_ignoring_case(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (to_lower(a[i]) != to_lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 // Parses an RFC 9110 qvalue ("0" ["." 0*3DIGIT] / "1" ["." 0*3("0")]) into
@@ -78,7 +63,7 @@ int quality_of(std::string_view parameters) {
                      : parameters.substr(semicolon + 1);
     size_t equals = parameter.find('=');
     if (equals == std::string_view::npos ||
-        !equal_ignoring_case(trim(parameter.substr(0, equals)), "q")) {
+        !equals_ignoring_ascii_case(trim(parameter.substr(0, equals)), "q")) {
       continue;
     }
     if (auto parsed = parse_qvalue(trim(parameter.substr(equals + 1)))) {
@@ -112,7 +97,7 @@ std::string media_type_essence(std::string_view media_type) {
   std::string_view essence = trim(media_type.substr(0, media_type.find(';')));
   std::string lowered(essence);
   for (char &c : lowered) {
-    c = to_lower(c);
+    c = to_lower_ascii(c);
   }
   return lowered;
 }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "appliance/scheduler/budget.h"
+#include "common/ascii.h"
 
 namespace gatecache::scheduler {
 
@@ -72,22 +73,6 @@ bool is_token_char(char c) {
 bool is_key_char(char c) {
   return is_alpha(c) || is_digit(c) || c == '_' || c == '-' || c == '.' ||
          c == '*';
-}
-
-char to_lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool equals_ignoring_case(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (to_lower(a[i]) != to_lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 class FieldReader {
@@ -301,7 +286,7 @@ private:
 
   static std::string lower(std::string text) {
     for (char &c : text) {
-      c = to_lower(c);
+      c = to_lower_ascii(c);
     }
     return text;
   }
@@ -332,7 +317,7 @@ std::optional<std::string> joined_field(const front::HeaderList &headers,
                                         std::string_view name) {
   std::optional<std::string> value;
   for (const auto &[header_name, header_value] : headers) {
-    if (!equals_ignoring_case(header_name, name)) {
+    if (!equals_ignoring_ascii_case(header_name, name)) {
       continue;
     }
     if (value) {
