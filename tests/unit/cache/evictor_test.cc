@@ -12,27 +12,8 @@
 namespace gatecache::cache {
 namespace {
 
-using test::TempDir;
-
-// A blob store and an index side by side, as the service keeps them.
-struct Storage {
-  TempDir dir;
-  std::shared_ptr<BlobStore> store;
-  std::unique_ptr<Index> index;
-
-  Storage() {
-    auto opened_store = BlobStore::open(dir.path() / "store");
-    if (!opened_store) {
-      FAIL("cannot open blob store: " << opened_store.error().message);
-    }
-    store = *opened_store;
-    auto opened_index = Index::open(dir.path() / "index", 16ULL << 20);
-    if (!opened_index) {
-      FAIL("cannot open index: " << opened_index.error().message);
-    }
-    index = std::move(*opened_index);
-  }
-
+// The store and index with helpers to add content and look it up.
+struct Storage : test::StoreAndIndex {
   // Stores `size` bytes derived from `seed` with the given last access, in
   // the blob store and the index, and returns the digest.
   std::string add(const std::string &seed, size_t size, int64_t last_access) {

@@ -13,30 +13,12 @@
 namespace gatecache::cache {
 namespace {
 
-using test::TempDir;
-
 // Scheduled passes are off in these tests; each one starts passes with
 // `run_now()`.
 constexpr Scrubber::Options ManualOnly{0, 1ULL << 30};
 
-struct Storage {
-  TempDir dir;
-  std::shared_ptr<BlobStore> store;
-  std::unique_ptr<Index> index;
-
-  Storage() {
-    auto opened_store = BlobStore::open(dir.path() / "store");
-    if (!opened_store) {
-      FAIL("cannot open blob store: " << opened_store.error().message);
-    }
-    store = *opened_store;
-    auto opened_index = Index::open(dir.path() / "index", 16ULL << 20);
-    if (!opened_index) {
-      FAIL("cannot open index: " << opened_index.error().message);
-    }
-    index = std::move(*opened_index);
-  }
-
+// The store and index with helpers to add and damage content.
+struct Storage : test::StoreAndIndex {
   Digest add(const std::string &bytes) {
     Digest digest = digest_of(bytes);
     auto put = store->put(digest, bytes);

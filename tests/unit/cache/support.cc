@@ -12,6 +12,21 @@
 
 namespace gatecache::cache::test {
 
+StoreAndIndex::StoreAndIndex() {
+  auto opened_store = BlobStore::open(dir.path() / "store");
+  if (!opened_store) {
+    throw std::runtime_error("cannot open blob store: " +
+                             opened_store.error().message);
+  }
+  store = *opened_store;
+  auto opened_index = Index::open(dir.path() / "index", 16ULL << 20);
+  if (!opened_index) {
+    throw std::runtime_error("cannot open index: " +
+                             opened_index.error().message);
+  }
+  index = std::move(*opened_index);
+}
+
 TempDir::TempDir() {
   const char *base = std::getenv("TMPDIR");
   std::string pattern = std::string(base != nullptr ? base : "/tmp") +

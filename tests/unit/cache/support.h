@@ -2,9 +2,12 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 
+#include "cache/blob_store.h"
+#include "cache/index.h"
 #include "common/error.h"
 
 namespace gatecache::cache::test {
@@ -24,6 +27,17 @@ public:
 
 private:
   std::filesystem::path path_;
+};
+
+// A blob store and a 16 MiB index side by side in a temporary directory,
+// as the service keeps them. Throws std::runtime_error when either cannot
+// be opened.
+struct StoreAndIndex {
+  TempDir dir;
+  std::shared_ptr<BlobStore> store;
+  std::unique_ptr<Index> index;
+
+  StoreAndIndex();
 };
 
 // Returns the whole content of `path`, or throws std::runtime_error.
