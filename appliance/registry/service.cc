@@ -1107,29 +1107,51 @@ void RegistryService::join_fetch(ExchangePtr exchange, const Route &route,
       respond_upstream_failure(exchange, copy, result, "blob");
       return;
     }
+    int64_t size = known.size();
+    if (size < 0) {
+      // The upstream sent no Content-Length. Every response carries an
+      // exact one and honours Range, so this client waits for the
+      // verified blob and is served from the store.
+      serve_blob_when_stored(exchange, copy, fetch);
+      return;
+    }
     Response response;
     response.headers =
         content_headers(known.media_type(), known.digest().str());
-    int64_t size = known.size();
     uint64_t first = 0;
-    int64_t length = size;
-    if (size >= 0) {
-      uint64_t range_length = 0;
-      if (!apply_range(exchange, static_cast<uint64_t>(size), response, first,
-                       range_length)) {
-        return;
-      }
-      length = static_cast<int64_t>(range_length);
-    } else {
-      // Size unknown until the download ends: a Range is ignored, which
-      // RFC 9110 section 14.2 allows, and the whole blob is sent.
-      response.status = 200;
+    uint64_t range_length = 0;
+    if (!apply_range(exchange, static_cast<uint64_t>(size), response, first,
+                     range_length)) {
+      return;
     }
+    auto length = static_cast<int64_t>(range_length);
     response.head_length = length;
     if (exchange->request().method == Method::Get) {
       response.body = std::make_unique<FetchBody>(fetch, first, length);
     }
     exchange->respond(std::move(response));
+  });
+}
+
+void RegistryService::serve_blob_when_stored(const ExchangePtr &exchange,
+                                             const Route &route,
+                                             std::shared_ptr<BlobFetch> fetch) {
+  fetch->on_finished([this, exchange, route](BlobFetch &finished) {
+    if (exchange->closed()) {
+      return;
+    }
+    auto record = index_->get_content(finished.digest().str());
+    if (finished.state() != BlobFetch::State::Done || !record || !*record) {
+      CallResult result;
+      result.head.status = finished.upstream_status();
+      if (finished.upstream_status() == 0) {
+        result.error = finished.error();
+      }
+      respond_upstream_failure(exchange, route, result, "blob");
+      return;
+    }
+    send_stored_blob(exchange, finished.digest(), **record,
+                     exchange->cache_result);
   });
 }
 
@@ -1180,8 +1202,9 @@ void RegistryService::respond_blob_head(const ExchangePtr &exchange,
   response.headers = content_headers(
       blob_media_type(head.header("content-type")), route.reference);
   if (!size) {
-    // Size unknown: a Range is ignored and no Accept-Ranges is sent, as on
-    // the GET path.
+    // The upstream's HEAD gave no size, so this HEAD cannot either: a
+    // Range is ignored and no Accept-Ranges is sent.
+    // TODO: fetch the blob and answer from the store, as a GET does.
     response.status = 200;
     exchange->respond(std::move(response));
     return;

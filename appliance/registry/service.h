@@ -182,6 +182,10 @@ private:
 
   // Blobs.
   void serve_blob(ExchangePtr exchange, const Route &route);
+  // Serves the blob of `fetch` from the store once the download has been
+  // verified and stored, or reports its failure.
+  void serve_blob_when_stored(const ExchangePtr &exchange, const Route &route,
+                              std::shared_ptr<BlobFetch> fetch);
   void send_stored_blob(const ExchangePtr &exchange,
                         const cache::Digest &digest,
                         const cache::ContentRecord &record,

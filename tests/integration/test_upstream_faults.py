@@ -1,13 +1,17 @@
 """Damaged upstream blobs fail the client and never enter the cache."""
 
 import hashlib
+import random
 
 import pytest
 
 from support.clients import IncompleteResponse, request
 from support.fault_proxy import FaultProxy
 from support.gatecache import Gatecache, Upstream
+from support.oci_build import Blob, Pusher
 from support.procs import wait_for
+
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +101,32 @@ def test_damaged_blob_fails_and_is_not_cached(
     assert received == digest
     wait_for(lambda: faulty_gatecache.blob_files(digest), timeout=10,
              message=f"{digest} in the blob store")
+
+
+def test_blob_without_length_gets_exact_range(registry, test_ca, fault_proxy,
+                                              faulty_gatecache):
+    """An upstream that sends no Content-Length still yields an exact 206."""
+    repository = "gatecache-test/no-length"
+    data = random.Random("no-length").randbytes(3 << 20)
+    blob = Blob(OCI_LAYER, data)
+    with Pusher(registry.host, test_ca.cert) as pusher:
+        pusher.push_blob(repository, blob)
+    fault_proxy.set_rules({blob.digest: "chunked"})
+    try:
+        reply = request("http/1.1", faulty_gatecache.host,
+                        f"/v2/{repository}/blobs/{blob.digest}",
+                        faulty_gatecache.ca_cert,
+                        headers={"Range": "bytes=10-19"})
+    finally:
+        fault_proxy.set_rules({})
+
+    assert damaged_gets(fault_proxy, blob.digest, "chunked")
+    assert reply.status == 206
+    assert reply.header("content-length") == "10"
+    assert reply.header("content-range") == f"bytes 10-19/{len(data)}"
+    assert reply.body == data[10:20]
+    wait_for(lambda: faulty_gatecache.blob_files(blob.digest), timeout=10,
+             message=f"{blob.digest} in the blob store")
 
 
 def test_skopeo_copy_fails_then_succeeds(

@@ -11,7 +11,9 @@ rule for "*" when the digest has none:
 - "truncate": send the status line and headers with the full
   Content-Length, then half of the body, then close the connection;
 - "fail": return 503 with an OCI error body without contacting the
-  upstream.
+  upstream;
+- "chunked": forward the body unchanged but without Content-Length, in
+  chunked transfer coding.
 
 Rules are replaced with `PUT /_fault/rules` and a JSON object of digest to
 rule, and read back with `GET /_fault/rules`. Every proxied request is
@@ -35,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-RULES = ("pass", "corrupt", "truncate", "fail")
+RULES = ("pass", "corrupt", "truncate", "fail", "chunked")
 CONTROL_PATH = "/_fault/rules"
 BLOB_PATH = re.compile(r"^/v2/(?:.+)/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)$")
 
@@ -221,7 +223,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             if name.lower() in HOP_BY_HOP or name.lower() == "content-length":
                 continue
             self.send_header(name, value)
-        chunked = length is None and self.command != "HEAD"
+        chunked = ((length is None or rule == "chunked")
+                   and self.command != "HEAD")
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         elif length is not None:
