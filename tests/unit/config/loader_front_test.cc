@@ -11,26 +11,12 @@
 
 using gatecache::ErrorCode;
 using gatecache::config::Config;
+using gatecache::config::test::check_errors;
+using gatecache::config::test::ErrorCase;
 using gatecache::config::test::load_text;
 using gatecache::config::test::TempDir;
 
 namespace {
-
-struct ErrorCase {
-  std::string yaml;
-  std::string message; // Without the "<path>:" prefix.
-};
-
-void check_errors(const std::vector<ErrorCase> &cases) {
-  TempDir dir;
-  for (const ErrorCase &c : cases) {
-    INFO("yaml:\n" << c.yaml);
-    auto loaded = load_text(dir, c.yaml);
-    REQUIRE_FALSE(loaded.result.has_value());
-    CHECK(loaded.result.error().code == ErrorCode::Invalid);
-    CHECK(loaded.result.error().message == loaded.path + ":" + c.message);
-  }
-}
 
 const std::string up = "upstreams:\n  docker.io:\n";
 

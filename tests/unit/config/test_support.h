@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -60,6 +61,24 @@ struct Loaded {
 inline Loaded load_text(const TempDir &dir, const std::string &text) {
   std::string path = dir.write("gatecache.yaml", text);
   return {path, load_config(path)};
+}
+
+// A config text and the error the loader must report for it.
+struct ErrorCase {
+  std::string yaml;
+  std::string message; // Without the "<path>:" prefix.
+};
+
+// Loads each case and checks that it fails as `Invalid` with its message.
+inline void check_errors(const std::vector<ErrorCase> &cases) {
+  TempDir dir;
+  for (const ErrorCase &c : cases) {
+    INFO("yaml:\n" << c.yaml);
+    auto loaded = load_text(dir, c.yaml);
+    REQUIRE_FALSE(loaded.result.has_value());
+    CHECK(loaded.result.error().code == ErrorCode::Invalid);
+    CHECK(loaded.result.error().message == loaded.path + ":" + c.message);
+  }
 }
 
 } // namespace gatecache::config::test
