@@ -28,6 +28,8 @@ MEASUREMENTS = [
     ("blob_h2_c4", "blob, h2, 4 connections", "blob"),
     ("manifest_h2", "manifest, h2, 8 connections x 10 streams", "requests"),
     ("manifest_h1", "manifest, HTTP/1.1, 8 connections", "requests"),
+    ("manifest_tag_h2", "manifest by tag, h2, 8 connections x 10 streams",
+     "requests"),
 ]
 
 

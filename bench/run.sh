@@ -538,6 +538,12 @@ measure_server() {
   # so the HTTP/1.1 run sends one request at a time per connection.
   measure "$server" manifest_h1 "$manifest_url" "$manifest_requests" \
     "$manifest_size" -H "$accept" --h1 -c8 -m1 -n "$manifest_requests"
+  # The same manifest by its tag, which every cache may serve from its
+  # store: gatecache inside the tag's freshness window (10 minutes by
+  # default), nginx for proxy_cache_valid. The first request is a miss.
+  measure "$server" manifest_tag_h2 "$base/manifests/latest" \
+    "$manifest_requests" "$manifest_size" -H "$accept" -c8 -m10 \
+    -n "$manifest_requests"
 
   stop_process "$server_pid"
   log "$server stopped"
