@@ -102,6 +102,51 @@ std::string media_type_essence(std::string_view media_type) {
   return lowered;
 }
 
+namespace {
+
+// Checks that the document has the fields of the type its Content-Type
+// names, so that a type which the document contradicts is never stored:
+// an index lists `manifests`, an image manifest has a `config` object and
+// schema 1 has `schemaVersion` 1 and `fsLayers`. OCI documents without a
+// `mediaType` field are told apart this way only.
+Result<void> check_manifest_shape(const std::string &essence,
+                                  const nlohmann::json &document) {
+  bool has_manifests = document.contains("manifests");
+  bool has_config = document.contains("config");
+  auto version = document.find("schemaVersion");
+  int schema_version = version != document.end() && version->is_number_integer()
+                           ? version->get<int>()
+                           : 0;
+  std::string problem;
+  if (essence == OciIndexMediaType || essence == DockerManifestListMediaType) {
+    if (!has_manifests || !document["manifests"].is_array()) {
+      problem = "has no manifests list";
+    } else if (has_config) {
+      problem = "has a config, which only image manifests have";
+    }
+  } else if (essence == OciManifestMediaType ||
+             essence == DockerManifestMediaType) {
+    if (!has_config || !document["config"].is_object()) {
+      problem = "has no config object";
+    } else if (has_manifests) {
+      problem = "has a manifests list, which only indexes have";
+    }
+  } else if (schema_version != 1 || !document.contains("fsLayers")) {
+    problem = "has no schemaVersion 1 with fsLayers";
+  }
+  if (problem.empty() && essence != DockerSchema1MediaType &&
+      essence != Schema1SignedMediaType && schema_version != 2) {
+    problem = "has no schemaVersion 2";
+  }
+  if (!problem.empty()) {
+    return fail(ErrorCode::Invalid,
+                "the manifest " + problem + ", so it is not a " + essence);
+  }
+  return {};
+}
+
+} // namespace
+
 bool same_media_type(std::string_view a, std::string_view b) {
   return media_type_essence(a) == media_type_essence(b);
 }
@@ -173,22 +218,30 @@ Result<std::string> check_manifest_media_type(std::string_view content_type,
     return fail(ErrorCode::Invalid, "the manifest is not a JSON object");
   }
   auto field = document.find("mediaType");
-  if (field == document.end()) {
-    // Optional in OCI manifests and absent from schema 1, so the
-    // Content-Type alone names the type.
-    return essence;
-  }
-  if (!field->is_string()) {
-    return fail(ErrorCode::Invalid,
-                "the manifest's mediaType field is not a string");
-  }
-  const auto &declared = field->get_ref<const std::string &>();
-  if (media_type_essence(declared) != essence) {
+  if (field != document.end()) {
+    if (!field->is_string()) {
+      return fail(ErrorCode::Invalid,
+                  "the manifest's mediaType field is not a string");
+    }
+    const auto &declared = field->get_ref<const std::string &>();
+    if (media_type_essence(declared) != essence) {
+      return fail(ErrorCode::Invalid, "Content-Type '" +
+                                          std::string(content_type) +
+                                          "' differs from the manifest's "
+                                          "mediaType '" +
+                                          declared + "'");
+    }
+  } else if (essence == DockerManifestMediaType ||
+             essence == DockerManifestListMediaType) {
+    // Docker's schema 2 specification requires the field; only OCI
+    // documents may leave it out.
     return fail(ErrorCode::Invalid, "Content-Type '" +
                                         std::string(content_type) +
-                                        "' differs from the manifest's "
-                                        "mediaType '" +
-                                        declared + "'");
+                                        "' needs a mediaType field, which "
+                                        "the manifest lacks");
+  }
+  if (auto shape = check_manifest_shape(essence, document); !shape) {
+    return tl::unexpected(shape.error());
   }
   return essence;
 }

@@ -35,6 +35,11 @@ INDEX_DIGEST = sha256_digest(INDEX_BODY)
 HELM_BODY = (FIXTURES / "helm-chart-manifest.json").read_bytes() + b"\n\n\n"
 HELM_DIGEST = sha256_digest(HELM_BODY)
 
+# The same kind of manifest with other bytes, which the other upstream
+# sends as an index before anyone stored it.
+POISON_BODY = HELM_BODY + b"\n"
+POISON_DIGEST = sha256_digest(POISON_BODY)
+
 # An OCI index sent with a parameter on its Content-Type.
 PARAMS_BODY = (FIXTURES / "oci-index-nested-index-spec-example.json"
                ).read_bytes() + b"\n\n\n\n"
@@ -61,6 +66,8 @@ def clean(test_ca):
     registry = StaticRegistry(cert, key)
     registry.add_manifest("clean/index", INDEX_BODY, OCI_INDEX, tags=["v1"])
     registry.add_manifest("clean/helm", HELM_BODY, OCI_MANIFEST, tags=["v1"])
+    registry.add_manifest("clean/poison", POISON_BODY, OCI_MANIFEST,
+                          tags=["v1"])
     registry.add_manifest("clean/params", PARAMS_BODY,
                           OCI_INDEX + "; charset=utf-8", tags=["v1"])
     registry.add_blob("clean/blob", BLOB)
@@ -78,6 +85,7 @@ def other(test_ca):
     registry.add_manifest("other/html", INDEX_BODY, "text/html", tags=["v1"])
     registry.add_manifest("other/lying", INDEX_BODY, SCHEMA2, tags=["v1"])
     registry.add_manifest("other/helm", HELM_BODY, SCHEMA2, tags=["v1"])
+    registry.add_manifest("other/poison", POISON_BODY, OCI_INDEX, tags=["v1"])
     registry.add_blob("other/blob", BLOB, stall_after=STALL_AFTER)
     try:
         yield registry.start()
@@ -124,6 +132,20 @@ def test_manifest_with_wrong_type_rejected(daemon, other):
             assert reply.error_codes() == ["UNAVAILABLE"]
             assert INDEX_BODY not in reply.body
     assert daemon.blob_files(INDEX_DIGEST) == []
+
+
+def test_type_contradicted_by_body_rejected(daemon, other):
+    """An image manifest without `mediaType` cannot be stored as an index."""
+    reply = get(daemon, f"/v2/other/poison/manifests/v1?ns={other.host}")
+    assert reply.status == 503, reply.body
+    assert reply.error_codes() == ["UNAVAILABLE"]
+    assert daemon.blob_files(POISON_DIGEST) == []
+
+    for accept in (OCI_MANIFEST, "*/*"):
+        reply = get(daemon, "/v2/clean/poison/manifests/v1", accept=accept)
+        assert reply.status == 200, reply.body
+        assert reply.header("content-type") == OCI_MANIFEST
+        assert reply.body == POISON_BODY
 
 
 def test_manifest_type_set_by_clean_upstream(daemon, other):

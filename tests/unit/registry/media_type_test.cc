@@ -151,9 +151,51 @@ TEST_CASE("check_manifest_media_type accepts a body without mediaType") {
   CHECK(*checked == OciManifest);
 
   checked = check_manifest_media_type(Schema1SignedMediaType,
-                                      R"({"schemaVersion":1})");
+                                      R"({"schemaVersion":1,"fsLayers":[]})");
   REQUIRE(checked);
   CHECK(*checked == Schema1SignedMediaType);
+}
+
+TEST_CASE("check_manifest_media_type rejects a type the body contradicts") {
+  // An image manifest without mediaType, as umoci writes them, served as an
+  // index, and the reverse.
+  std::string image = R"({"schemaVersion":2,"config":{},"layers":[]})";
+  auto checked = check_manifest_media_type(OciIndex, image);
+  REQUIRE_FALSE(checked);
+  CHECK(checked.error().message ==
+        "the manifest has no manifests list, so it is not a " +
+            std::string(OciIndex));
+
+  std::string index = R"({"schemaVersion":2,"manifests":[]})";
+  checked = check_manifest_media_type(OciManifest, index);
+  REQUIRE_FALSE(checked);
+  CHECK(checked.error().message ==
+        "the manifest has no config object, so it is not a " +
+            std::string(OciManifest));
+
+  checked = check_manifest_media_type(
+      OciIndex, R"({"schemaVersion":2,"manifests":[],"config":{}})");
+  CHECK_FALSE(checked);
+  checked = check_manifest_media_type(
+      OciManifest, R"({"schemaVersion":1,"config":{},"layers":[]})");
+  CHECK_FALSE(checked);
+  checked = check_manifest_media_type(Schema1SignedMediaType, image);
+  CHECK_FALSE(checked);
+}
+
+TEST_CASE("check_manifest_media_type needs mediaType for Docker types") {
+  auto checked = check_manifest_media_type(
+      "application/vnd.docker.distribution.manifest.v2+json",
+      R"({"schemaVersion":2,"config":{},"layers":[]})");
+  REQUIRE_FALSE(checked);
+  CHECK(checked.error().message.find("needs a mediaType field") !=
+        std::string::npos);
+
+  checked = check_manifest_media_type(
+      "application/vnd.docker.distribution.manifest.v2+json",
+      R"({"schemaVersion":2,"mediaType":"application/vnd.docker.)"
+      R"(distribution.manifest.v2+json","config":{},"layers":[]})");
+  CHECK(checked);
 }
 
 TEST_CASE("check_manifest_media_type rejects a type that is no manifest") {
