@@ -22,12 +22,18 @@ nlohmann::json DaemonStatus::status() {
   auto status = usage_.status_json();
   status["prewarm"] = prewarmer_.jobs_json();
   auto scrub = scrubber_.stats();
-  status["scrub"] = {{"passes", scrub.passes},
-                     {"files", scrub.files},
-                     {"bytes", scrub.bytes},
-                     {"damaged", scrub.damaged},
-                     {"last_pass_end", scrub.last_pass_end},
-                     {"running", scrub.running}};
+  double interval = config_->storage.scrub_interval_s;
+  status["scrub"] = {
+      {"passes", scrub.passes},
+      {"files", scrub.files},
+      {"bytes", scrub.bytes},
+      {"damaged", scrub.damaged},
+      {"last_pass_end", scrub.last_pass_end},
+      {"running", scrub.running},
+      {"next_pass_at",
+       interval > 0 && scrub.last_pass_end > 0
+           ? nlohmann::json(static_cast<double>(scrub.last_pass_end) + interval)
+           : nlohmann::json(nullptr)}};
   return status;
 }
 

@@ -21,7 +21,7 @@ public:
   DaemonStatus(const std::shared_ptr<const config::Config> &config,
                registry::Usage &usage, registry::Prewarmer &prewarmer,
                const front::ConnectionLimit &connections,
-               const cache::Scrubber &scrubber)
+               cache::Scrubber &scrubber)
       : config_(config), usage_(usage), prewarmer_(prewarmer),
         connections_(connections), scrubber_(scrubber) {}
 
@@ -32,12 +32,14 @@ public:
   Result<uint64_t> start_prewarm(const nlohmann::json &sets) override;
   std::optional<nlohmann::json> prewarm_job(uint64_t id) override;
 
+  void start_scrub() override { scrubber_.run_now(); }
+
 private:
   const std::shared_ptr<const config::Config> &config_;
   registry::Usage &usage_;
   registry::Prewarmer &prewarmer_;
   const front::ConnectionLimit &connections_;
-  const cache::Scrubber &scrubber_;
+  cache::Scrubber &scrubber_;
 };
 
 } // namespace gatecache

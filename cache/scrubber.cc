@@ -181,7 +181,7 @@ Scrubber::Check Scrubber::check_file(const Digest &digest) {
       // A read error is a disk fault too, but removing content the disk
       // may still return on a retry would lose it for good, so the next
       // pass looks again.
-      GC_LOG(Cache, error, "scrub cannot read blob {}: {}", digest.str(),
+      GC_LOG(Cache, error, "scrub cannot read {}: {}", digest.str(),
              errno_message("pread", error));
       return Check::Intact;
     }
@@ -228,23 +228,23 @@ void Scrubber::remove_damaged(const Digest &digest, const Digest &actual,
   if (::fstat(fd, &hashed) != 0 || ::stat(path.c_str(), &current) != 0 ||
       hashed.st_dev != current.st_dev || hashed.st_ino != current.st_ino) {
     GC_LOG(Cache, info,
-           "scrub found blob {} damaged, but it was replaced since; leaving "
-           "the new file",
+           "scrub found {} damaged, but it was replaced since; leaving the "
+           "new file",
            digest.str());
     return;
   }
   GC_LOG(Cache, error,
-         "stored blob {} is damaged: its content hashes to {}; removing it, "
-         "so the next request fetches it again",
+         "stored content {} is damaged: it hashes to {}; removing it, so the "
+         "next request fetches it again",
          digest.str(), actual.str());
   auto unindexed = index_.remove_content(digest.str());
   if (!unindexed) {
-    GC_LOG(Cache, error, "removing the index record of blob {} failed: {}",
+    GC_LOG(Cache, error, "removing the index record of {} failed: {}",
            digest.str(), unindexed.error().message);
   }
   auto removed = store_->remove(digest);
   if (!removed) {
-    GC_LOG(Cache, error, "removing damaged blob {} failed: {}", digest.str(),
+    GC_LOG(Cache, error, "removing damaged content {} failed: {}", digest.str(),
            removed.error().message);
   }
   if (on_damaged_) {

@@ -257,6 +257,18 @@ AdminResponse AdminApi::route(const AdminRequest &request) {
     }
     return post_prewarm(request);
   }
+  if (path == "/v1/scrub") {
+    if (request.method != "POST") {
+      return method_not_allowed(request, "POST");
+    }
+    if (!request.local_socket) {
+      return error_response(
+          403, "a scrub can be started only through the admin Unix socket");
+    }
+    source_.start_scrub();
+    GC_LOG(Main, info, "scrub pass requested peer={}", request.peer);
+    return json_response(202, nlohmann::json{{"status", "started"}});
+  }
   if (path.starts_with(PrewarmJobPrefix)) {
     if (!is_get(request)) {
       return method_not_allowed(request, "GET, HEAD");
@@ -266,7 +278,7 @@ AdminResponse AdminApi::route(const AdminRequest &request) {
   }
   return error_response(404, "no admin resource at " + path +
                                  "; see /v1/status, /v1/pulls, /v1/prewarm, "
-                                 "/metrics and /healthz");
+                                 "/v1/scrub, /metrics and /healthz");
 }
 
 AdminResponse AdminApi::get_pulls(const AdminRequest &request) {

@@ -11,6 +11,7 @@
 //   POST /v1/prewarm            body {"sets":[<image set>, ...]}, answered
 //                               by 202 with {"id":N} and a Location header
 //   GET  /v1/prewarm/<id>       StatusSource::prewarm_job()
+//   POST /v1/scrub              StatusSource::start_scrub(), answered by 202
 //
 // HEAD is accepted wherever GET is. POST arrives only over the Unix socket,
 // because `AdminServer` rejects it on TCP listeners.
@@ -58,6 +59,10 @@ public:
   // Returns the job's status entry with "images" and "waiting_until", or
   // nothing when no job has this id.
   virtual std::optional<nlohmann::json> prewarm_job(uint64_t id) = 0;
+
+  // Starts a pass of the scrubber over the store at once, or right after
+  // the pass in progress.
+  virtual void start_scrub() = 0;
 };
 
 // Query of GET /v1/pulls after validation.

@@ -336,13 +336,13 @@ std::string format_status(const json &status) {
   if (const json *scrub = member(status, "scrub"); scrub != nullptr) {
     out += "\nscrub: " + text(*scrub, "passes") + " passes since start, " +
            text(*scrub, "damaged") + " damaged files removed";
-    auto last = number(*scrub, "last_pass_end");
-    if (last && *last > 0) {
-      out += ", last pass ended " + format_time(*last);
-    }
     const json *running = member(*scrub, "running");
     if (running != nullptr && running->is_boolean() && running->get<bool>()) {
       out += ", a pass is running";
+    } else if (auto next = number(*scrub, "next_pass_at")) {
+      out += ", next pass " + format_time(*next);
+    } else {
+      out += ", no pass scheduled";
     }
     out += "\n";
   }

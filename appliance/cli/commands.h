@@ -10,7 +10,7 @@
 
 namespace gatecache::cli {
 
-// `status`, `prewarm` and `pulls`: clients of a running daemon's admin
+// `status`, `prewarm`, `scrub` and `pulls`: clients of a running daemon's admin
 // socket. `config_path` is bound to each subcommand's --config option.
 void add_admin_commands(CLI::App &app, std::string &config_path);
 

@@ -828,7 +828,17 @@ void Loader::read_storage_scrub_interval(const Entry &entry) {
 }
 
 void Loader::read_storage_scrub_rate(const Entry &entry) {
-  read_byte_size(entry, config_.storage.scrub_rate_bytes);
+  // Below 64 KiB per second a pass over a store of a few hundred GiB would
+  // take months, which only a typo in the unit explains.
+  constexpr uint64_t min_bytes = 64 << 10;
+  uint64_t rate = config_.storage.scrub_rate_bytes;
+  read_byte_size(entry, rate);
+  if (rate < min_bytes) {
+    invalid_value(entry, "scrub rate is below 64 KiB per second",
+                  std::string(SizeForm) + ", at least 64 KiB");
+    return;
+  }
+  config_.storage.scrub_rate_bytes = rate;
 }
 
 void Loader::read_tls(const Entry &entry) {

@@ -100,6 +100,11 @@ public:
   // flight finish with the settings they started with.
   void reload(std::shared_ptr<const config::Config> config);
 
+  // Records that another thread, such as the scrubber, removed `digest`
+  // from the store, so the loop drops it from memory before the next
+  // request. Thread-safe.
+  void content_removed(const std::string &digest) { evictions_->add({digest}); }
+
   // Number of blob downloads running, for status and tests.
   size_t fetches_in_flight() const { return fetches_.size(); }
 

@@ -87,7 +87,7 @@ def test_scrub_replaces_damaged_blob(daemon, upstream):
     assert stored.stat().st_size == BLOB_BYTES
 
     log = daemon.process.stderr_path
-    wait_for(lambda: f"stored blob {digest} is damaged" in log.read_text(),
+    wait_for(lambda: f"stored content {digest} is damaged" in log.read_text(),
              timeout=SCRUB_TIMEOUT, message="the scrubber's damage report")
     wait_for(lambda: not daemon.blob_files(digest), timeout=10,
              message=f"{digest} removed from the store")

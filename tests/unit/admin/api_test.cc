@@ -244,6 +244,28 @@ TEST_CASE("admin api rejects wrong method", "[admin][api]") {
   CHECK(delete_job.status == 405);
 }
 
+TEST_CASE("admin api starts scrub", "[admin][api]") {
+  ApiFixture fixture;
+
+  auto response = fixture.client.post("/v1/scrub", "");
+
+  REQUIRE(response);
+  CHECK(response->status == 202);
+  fixture.server.loop().call(
+      [&] { CHECK(fixture.source.scrubs_started == 1); });
+}
+
+TEST_CASE("admin api rejects scrub by GET", "[admin][api]") {
+  ApiFixture fixture;
+
+  auto response = fixture.client.get("/v1/scrub");
+
+  REQUIRE(response);
+  CHECK(response->status == 405);
+  fixture.server.loop().call(
+      [&] { CHECK(fixture.source.scrubs_started == 0); });
+}
+
 TEST_CASE("admin api rejects prewarm on TCP", "[admin][api]") {
   ApiFixture fixture;
   RawClient client(fixture.server.tcp_port());

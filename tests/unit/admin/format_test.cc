@@ -132,13 +132,18 @@ TEST_CASE("status shows scrub passes", "[admin][format]") {
                      {"bytes", 4096},
                      {"damaged", 1},
                      {"last_pass_end", 1765000000},
-                     {"running", true}};
+                     {"running", false},
+                     {"next_pass_at", 1765604800}};
 
   std::string out = format_status(status);
 
   CHECK(out.find("scrub: 3 passes since start, 1 damaged files removed, "
-                 "last pass ended 2025-12-06T05:46:40Z, a pass is "
-                 "running\n") != std::string::npos);
+                 "next pass 2025-12-13T05:46:40Z\n") != std::string::npos);
+
+  status["scrub"]["running"] = true;
+  CHECK(format_status(status).find(
+            "1 damaged files removed, a pass is running\n") !=
+        std::string::npos);
 }
 
 TEST_CASE("pulls table shortens digests", "[admin][format]") {

@@ -76,6 +76,10 @@ public:
   Result<uint64_t> start_prewarm(const nlohmann::json &sets) override;
   std::optional<nlohmann::json> prewarm_job(uint64_t id) override;
 
+  void start_scrub() override { ++scrubs_started; }
+
+  // Calls of `start_scrub()`.
+  int scrubs_started = 0;
   // Arguments of the last `pulls()` call.
   std::string pulls_client;
   double pulls_since = -1;

@@ -251,6 +251,11 @@ TEST_CASE("config loader reports errors with position", "[config]") {
        "4:15: key 'storage.scrub_rate': size must be greater than 0 (value "
        "'0'; expected an integer number of bytes, optionally with a unit "
        "KiB, MiB, GiB, TiB, KB, MB, GB or TB)"},
+      {up + "storage:\n  scrub_rate: 1\n",
+       "4:15: key 'storage.scrub_rate': scrub rate is below 64 KiB per "
+       "second (value '1'; expected an integer number of bytes, optionally "
+       "with a unit KiB, MiB, GiB, TiB, KB, MB, GB or TB, at least 64 "
+       "KiB)"},
       {up + "storage:\n  path: var/lib/gatecache\n",
        "4:9: key 'storage.path': relative path (value 'var/lib/gatecache'; "
        "expected an absolute path)"},
