@@ -52,6 +52,9 @@ struct Daemon {
   struct ev_loop *loop = nullptr;
   std::string config_path;
   std::shared_ptr<const config::Config> config;
+  // The configuration at start. Keys that need a restart keep these values,
+  // so a reload reports them against this one, not the last one loaded.
+  std::shared_ptr<const config::Config> started_config;
   ServiceNotifier *notifier = nullptr;
   registry::Prewarmer *prewarmer = nullptr;
   registry::RegistryService *service = nullptr;
@@ -162,9 +165,6 @@ restart_only_changes(const config::Config &old_config,
       old_config.log.access_log != new_config.log.access_log) {
     changed.emplace_back("log");
   }
-  if (old_config.storage.max_size_bytes != new_config.storage.max_size_bytes) {
-    changed.emplace_back("storage.max_size");
-  }
   const config::FrontLimitsConfig &old_front = old_config.front;
   const config::FrontLimitsConfig &new_front = new_config.front;
   if (old_front.max_connections != new_front.max_connections ||
@@ -195,7 +195,8 @@ void on_reload_signal(struct ev_loop *loop, ev_signal *watcher, int) {
     return;
   }
   std::shared_ptr<const config::Config> config = *loaded;
-  for (const auto &key : restart_only_changes(*daemon->config, *config)) {
+  for (const auto &key :
+       restart_only_changes(*daemon->started_config, *config)) {
     GC_LOG(Config, warn, "'{}' changed; it takes effect after a restart", key);
   }
   daemon->usage->reload(config);
@@ -346,6 +347,7 @@ int run_server(const std::string &config_path) {
   daemon.loop = ev_default_loop(EVFLAG_AUTO);
   daemon.config_path = config_path;
   daemon.config = config;
+  daemon.started_config = config;
 
   // The CA, key permissions and a current server certificate, before
   // anything listens.
@@ -405,9 +407,14 @@ int run_server(const std::string &config_path) {
              evicted.error().message);
     }
 
+    // A manifest the scrubber removes must leave memory too, or it would
+    // be served from there but never stored again.
     cache::Scrubber scrubber(
         *store, *index,
-        {config->storage.scrub_interval_s, config->storage.scrub_rate_bytes});
+        {config->storage.scrub_interval_s, config->storage.scrub_rate_bytes},
+        [&service](const cache::Digest &digest) {
+          service.content_removed(digest.str());
+        });
     scrubber.start();
 
     front::FrontConfig front_config = front_config_of(*config);
