@@ -488,6 +488,20 @@ void RegistryService::on_tag_checked(ExchangePtr exchange, const Route &route,
   // manifest again on every request when the upstream's type differs in
   // parameters only, or differs from the type another upstream sent first.
   auto entry = load_manifest(digest_text);
+  if (!entry && !is_manifest_media_type(media_type_essence(*media_type))) {
+    // The upstream is broken, not the client's Accept: a 404 here would
+    // tell a node that the tag does not exist.
+    std::string reason = "upstream sent Content-Type '" + *media_type +
+                         "' for tag " + route.reference +
+                         ", which is not a manifest media type";
+    if (stored && serve_stale(exchange, route, *stored, reason)) {
+      return;
+    }
+    GC_LOG(Registry, warn, "upstream={} repo={} {}", route.upstream,
+           route.repository, reason);
+    respond_error(exchange, OciError::unavailable(reason));
+    return;
+  }
   const std::string &served_type = entry ? entry->media_type : *media_type;
   if (!acceptable(parse_accept(exchange->request().accept), served_type)) {
     respond_error(exchange, OciError::manifest_unknown(

@@ -16,6 +16,7 @@ import pytest
 
 from support.clients import IncompleteResponse, request
 from support.gatecache import Gatecache, Upstream
+from support.procs import wait_for
 from support.static_registry import StaticRegistry, sha256_digest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "manifests"
@@ -146,6 +147,30 @@ def test_type_contradicted_by_body_rejected(daemon, other):
         assert reply.status == 200, reply.body
         assert reply.header("content-type") == OCI_MANIFEST
         assert reply.body == POISON_BODY
+
+
+def test_tag_head_with_wrong_type_serves_stored(daemon, other):
+    """A tag that moved to a document of no manifest type is served stale."""
+    body = HELM_BODY + b"\n\n"
+    other.add_manifest("other/flip", body, OCI_MANIFEST, tags=["v1"])
+    path = f"/v2/other/flip/manifests/v1?ns={other.host}"
+    reply = get(daemon, path, accept=OCI_MANIFEST)
+    assert reply.status == 200, reply.body
+    # The disk worker records the tag after the response; a revalidation
+    # shows it is there.
+    wait_for(lambda: get(daemon, path, accept=OCI_MANIFEST).status == 200
+             and daemon.access_entries()[-1].cache == "revalidated",
+             timeout=10, message="other/flip:v1 recorded")
+
+    other.retag("other/flip", "v1", body + b"\n", "text/plain")
+    reply = get(daemon, path, accept=OCI_MANIFEST)
+
+    assert reply.status == 200, reply.body
+    assert reply.header("content-type") == OCI_MANIFEST
+    assert reply.body == body
+    entries = daemon.wait_entries(
+        lambda e: e.path == "/v2/other/flip/manifests/v1", 3)
+    assert entries[-1].cache == "stale", entries[-1].line
 
 
 def test_manifest_type_set_by_clean_upstream(daemon, other):

@@ -333,6 +333,12 @@ class StaticRegistry:
                     documents + [document], strict_accept)
         return document
 
+    def retag(self, repository, tag, body, content_type):
+        """Point `tag` at `body` alone, sent with `content_type`."""
+        with self._content.lock:
+            self._content.tags.pop((repository, tag), None)
+        return self.add_manifest(repository, body, content_type, tags=[tag])
+
     def add_blob(self, repository, data, stall_after=None):
         """Serve `data` as a blob of `repository`; return its digest.
 
