@@ -686,10 +686,33 @@ bool Loader::read_root(const YAML::Node &root) {
   return true;
 }
 
+// Returns the wildcard address ("0.0.0.0" or "::") that makes `first` and
+// `second` bind the same sockets, or an empty view when they can coexist.
+// Both are in canonical form. Linux rejects a listening socket on a port
+// where the wildcard of the same family already listens, and the reverse,
+// with EADDRINUSE even under SO_REUSEADDR. IPv6 sockets are bound with
+// IPV6_V6ONLY, so "[::]:p" and "0.0.0.0:p" coexist.
+std::string_view overlapping_wildcard(const ListenAddress &first,
+                                      const ListenAddress &second) {
+  if (first.port != second.port || first.host == second.host) {
+    return {};
+  }
+  bool first_ipv6 = first.host.find(':') != std::string::npos;
+  bool second_ipv6 = second.host.find(':') != std::string::npos;
+  if (first_ipv6 != second_ipv6) {
+    return {};
+  }
+  std::string_view wildcard = first_ipv6 ? "::" : "0.0.0.0";
+  if (first.host == wildcard || second.host == wildcard) {
+    return wildcard;
+  }
+  return {};
+}
+
 // Parses the "address:port" scalar `entry.value` into `out`, keeping its
-// `client_auth`. Returns false after reporting a wrong type, a bad address
-// or one already in `existing`, which contains each earlier address with
-// where it was written.
+// `client_auth`. Returns false after reporting a wrong type, a bad address,
+// or one that repeats or overlaps an address in `existing`, which contains
+// each earlier address with where it was written.
 bool Loader::parse_listen_value(
     const Entry &entry,
     const std::vector<std::pair<ListenAddress, YAML::Mark>> &existing,
@@ -712,6 +735,23 @@ bool Loader::parse_listen_value(
                     "each address and port listed once");
       return false;
     }
+  }
+  for (const auto &[other, mark] : existing) {
+    std::string_view wildcard = overlapping_wildcard(other, *address);
+    if (wildcard.empty()) {
+      continue;
+    }
+    bool ipv6 = wildcard == "::";
+    std::string wildcard_text = ipv6 ? "[::]" : "0.0.0.0";
+    std::string family = ipv6 ? "IPv6" : "IPv4";
+    std::string covers =
+        other.host == wildcard ? " already covers every " : " covers every ";
+    invalid_value(entry,
+                  "overlaps the earlier entry at " + position(mark) + ": " +
+                      wildcard_text + covers + family + " address",
+                  "either " + wildcard_text + " or specific " + family +
+                      " addresses on port " + std::to_string(address->port));
+    return false;
   }
   out.host = std::move(address->host);
   out.port = address->port;

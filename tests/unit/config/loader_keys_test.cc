@@ -270,6 +270,59 @@ TEST_CASE("config loader rejects bad listen maps", "[config]") {
   });
 }
 
+TEST_CASE("config loader rejects overlapping listens", "[config]") {
+  check_errors({
+      // The wildcard after a specific address of its family.
+      {up + "listen: [\"127.0.0.1:16443\", \"0.0.0.0:16443\"]\n",
+       "3:29: key 'listen': overlaps the earlier entry at line 3, column 10: "
+       "0.0.0.0 covers every IPv4 address (value '0.0.0.0:16443'; expected "
+       "either 0.0.0.0 or specific IPv4 addresses on port 16443)"},
+      // The wildcard before a specific address of its family.
+      {up + "listen: [\"0.0.0.0:16443\", \"10.1.2.3:16443\"]\n",
+       "3:27: key 'listen': overlaps the earlier entry at line 3, column 10: "
+       "0.0.0.0 already covers every IPv4 address (value '10.1.2.3:16443'; "
+       "expected either 0.0.0.0 or specific IPv4 addresses on port 16443)"},
+      {up + "listen: [\"[::]:5443\", \"[::1]:5443\"]\n",
+       "3:23: key 'listen': overlaps the earlier entry at line 3, column 10: "
+       "[::] already covers every IPv6 address (value '[::1]:5443'; "
+       "expected either [::] or specific IPv6 addresses on port 5443)"},
+      // The IPv6 wildcard in a non-canonical form.
+      {up + "listen: [\"[fd00::1]:5443\", \"[0:0::0]:5443\"]\n",
+       "3:28: key 'listen': overlaps the earlier entry at line 3, column 10: "
+       "[::] covers every IPv6 address (value '[0:0::0]:5443'; expected "
+       "either [::] or specific IPv6 addresses on port 5443)"},
+      // The map form points at the address.
+      {up + "listen:\n  - {address: \"0.0.0.0:5443\"}\n  - "
+            "\"127.0.0.1:5443\"\n",
+       "5:5: key 'listen': overlaps the earlier entry at line 4, column 15: "
+       "0.0.0.0 already covers every IPv4 address (value '127.0.0.1:5443'; "
+       "expected either 0.0.0.0 or specific IPv4 addresses on port 5443)"},
+  });
+}
+
+TEST_CASE("config loader accepts disjoint listens", "[config]") {
+  const std::vector<std::string> lists = {
+      // IPv6 sockets are bound with IPV6_V6ONLY, so the two wildcards
+      // coexist, and each coexists with specific addresses of the other
+      // family.
+      "[\"0.0.0.0:5443\", \"[::]:5443\"]",
+      "[\"0.0.0.0:5443\", \"[::1]:5443\"]",
+      "[\"127.0.0.1:5443\", \"[::]:5443\"]",
+      // A wildcard on another port.
+      "[\"0.0.0.0:5443\", \"127.0.0.1:5444\"]",
+      "[\"[::]:5443\", \"[::1]:5444\"]",
+      // Specific addresses of one family on one port.
+      "[\"127.0.0.1:5443\", \"127.0.0.2:5443\"]",
+  };
+  TempDir dir;
+  for (const std::string &list : lists) {
+    INFO("listen: " << list);
+    auto loaded = load_text(dir, up + "listen: " + list + "\n");
+    REQUIRE(loaded.result.has_value());
+    CHECK((*loaded.result)->listen.size() == 2);
+  }
+}
+
 TEST_CASE("config loader rejects bad tls lifetimes", "[config]") {
   const std::string lifetime_form =
       "expected seconds as a number, or a number with a unit ms, s, m, h or "
