@@ -205,8 +205,10 @@ ByteRange parse_range(std::string_view header, uint64_t size) {
   if (count == 0) {
     return {RangeKind::Invalid};
   }
+  // gatecache sends no multipart/byteranges body, so it ignores a set of
+  // several ranges and sends the whole body.
   if (count > 1) {
-    return {RangeKind::Multiple};
+    return {RangeKind::None};
   }
   return resolve(first_spec, size);
 }

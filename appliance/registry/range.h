@@ -1,10 +1,11 @@
 // The Range request header of RFC 9110, section 14.2, for blob responses.
 //
-// gatecache serves one byte range per response and never multipart, so a
-// request for several ranges gets 416 RANGE_INVALID, and so does a
-// malformed header. RFC 9110 allows a server to ignore such a header and
-// send the whole blob instead. gatecache answers 416 so that a client
-// resuming a download never takes the whole blob for the part it asked.
+// gatecache serves one byte range per response and never multipart. A
+// well-formed request for several ranges is ignored and gets the whole blob
+// with 200, as RFC 9110, section 14.2 lets a server do with a Range it does
+// not support. A malformed header gets 416 RANGE_INVALID, so that a client
+// resuming a download with a broken header gets an error, not the whole
+// blob.
 #pragma once
 
 #include <cstdint>
@@ -14,9 +15,10 @@
 namespace gatecache::registry {
 
 enum class RangeKind {
-  // No header, a unit other than "bytes", or a suffix range of an empty
-  // body: send the whole body with 200. RFC 9110, section 14.2: a server
-  // must ignore a range unit it does not understand.
+  // No header, a unit other than "bytes", several well-formed ranges, or a
+  // suffix range of an empty body: send the whole body with 200. RFC 9110,
+  // section 14.2: a server must ignore a range unit it does not understand
+  // and may ignore a Range it does not support.
   None,
   // One range that overlaps the body: send `first` to `last` with 206.
   Satisfiable,
@@ -25,7 +27,8 @@ enum class RangeKind {
   Unsatisfiable,
   // Malformed header: 416 RANGE_INVALID.
   Invalid,
-  // Several well-formed ranges: 416 RANGE_INVALID.
+  // Never returned: parse_range returns None for several ranges.
+  // TODO: remove once apply_range in service.cc drops its case for it.
   Multiple,
 };
 
@@ -36,7 +39,8 @@ struct ByteRange {
 };
 
 // Parses a Range header for a body of `size` bytes. Accepts `bytes=a-b`,
-// `bytes=a-` and `bytes=-n` (the last n bytes). The unit is
+// `bytes=a-` and `bytes=-n` (the last n bytes), and returns None for a
+// well-formed set of several ranges. The unit is
 // case-insensitive. Optional whitespace is accepted around the whole value
 // and around commas, and empty list elements are skipped, as RFC 9110,
 // section 5.6.1 asks of recipients. Positions of any length are valid: a

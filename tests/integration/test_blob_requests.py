@@ -112,6 +112,19 @@ def test_unsatisfiable_range_gets_416(gatecache, blob, protocol):
     assert reply.error_codes() == ["RANGE_INVALID"]
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "bytes=0-9, -100"])
+def test_several_ranges_get_whole_blob(gatecache, blob, protocol, header):
+    """gatecache sends no multipart body, so it ignores several ranges."""
+    path, data, _ = blob
+    reply = request(protocol, gatecache.host, path, gatecache.ca_cert,
+                    headers={"Range": header})
+    assert reply.status == 200
+    assert reply.header("content-range") is None
+    assert reply.header("content-length") == str(len(data))
+    assert reply.body == data
+
+
 def test_access_log_records_protocol(gatecache, blob):
     path = blob[0]
     start = len(gatecache.access_entries())

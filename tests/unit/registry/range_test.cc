@@ -123,14 +123,22 @@ TEST_CASE("range classifies other headers", "[registry][range]") {
       {"bytes=99999999999999999999-99999999999999999998", 1000,
        RangeKind::Invalid},
       {"bytes=0-99999999999999999999x", 1000, RangeKind::Invalid},
-      // Several ranges.
-      {"bytes=0-1,2-3", 1000, RangeKind::Multiple},
-      {"bytes=0-1, -5", 1000, RangeKind::Multiple},
-      {"bytes=0-1 , 0-1", 1000, RangeKind::Multiple},
-      {"bytes=2000-3000,4000-", 1000, RangeKind::Multiple},
+      // Several well-formed ranges are ignored, even when none of them
+      // overlaps the body.
+      {"bytes=0-1,2-3", 1000, RangeKind::None},
+      {"bytes=0-1,5-6", 1000, RangeKind::None},
+      {"bytes=0-1, -5", 1000, RangeKind::None},
+      {"bytes=0-1 , 0-1", 1000, RangeKind::None},
+      {"bytes=0-1,,2-3,", 1000, RangeKind::None},
+      {"Bytes=0-, -1", 1000, RangeKind::None},
+      {"bytes=2000-3000,4000-", 1000, RangeKind::None},
+      {"bytes=-0,-0", 1000, RangeKind::None},
+      {"bytes=0-1,2-3", 0, RangeKind::None},
       // A malformed element wins over several ranges.
       {"bytes=0-1,x", 1000, RangeKind::Invalid},
       {"bytes=0-1,5-4", 1000, RangeKind::Invalid},
+      {"bytes=x,0-1", 1000, RangeKind::Invalid},
+      {"bytes=0-1,2-3,-", 1000, RangeKind::Invalid},
   };
   for (const Case &c : cases) {
     INFO("header: '" << c.header << "', size " << c.size);
