@@ -27,9 +27,6 @@ enum class RangeKind {
   Unsatisfiable,
   // Malformed header: 416 RANGE_INVALID.
   Invalid,
-  // Never returned: parse_range returns None for several ranges.
-  // TODO: remove once apply_range in service.cc drops its case for it.
-  Multiple,
 };
 
 struct ByteRange {
@@ -40,8 +37,7 @@ struct ByteRange {
 
 // Parses a Range header for a body of `size` bytes. Accepts `bytes=a-b`,
 // `bytes=a-` and `bytes=-n` (the last n bytes), and returns None for a
-// well-formed set of several ranges. The unit is
-// case-insensitive. Optional whitespace is accepted around the whole value
+// well-formed set of several ranges. The unit is case-insensitive. Optional whitespace is accepted around the whole value
 // and around commas, and empty list elements are skipped, as RFC 9110,
 // section 5.6.1 asks of recipients. Positions of any length are valid: a
 // last-pos at or beyond the end is clamped to size - 1, a first-pos at or

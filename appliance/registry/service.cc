@@ -125,8 +125,7 @@ void respond_oci_error(const std::shared_ptr<front::Exchange> &exchange,
 
 // Applies the request's Range header to a response for `size` bytes. Sets
 // the status, the range headers, and the `first` byte and `length` to send.
-// Returns false after responding 416 to an unsatisfiable, invalid or
-// multiple range.
+// Returns false after responding 416 to an unsatisfiable or invalid range.
 bool apply_range(const std::shared_ptr<front::Exchange> &exchange,
                  uint64_t size, Response &response, uint64_t &first,
                  uint64_t &length) {
@@ -148,12 +147,11 @@ bool apply_range(const std::shared_ptr<front::Exchange> &exchange,
     return true;
   case RangeKind::Unsatisfiable:
   case RangeKind::Invalid:
-  case RangeKind::Multiple:
     break;
   }
   std::string reason = range.kind == RangeKind::Unsatisfiable
                            ? "is outside the blob"
-                           : "is invalid or names several ranges";
+                           : "is invalid";
   respond_oci_error(exchange,
                     OciError::range_invalid("range '" + header + "' " + reason),
                     {{"content-range", unsatisfied_content_range(size)}});

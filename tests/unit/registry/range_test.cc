@@ -23,8 +23,6 @@ const char *kind_name(RangeKind kind) {
     return "Unsatisfiable";
   case RangeKind::Invalid:
     return "Invalid";
-  case RangeKind::Multiple:
-    return "Multiple";
   }
   return "?";
 }
