@@ -105,8 +105,8 @@ std::string media_type_essence(std::string_view media_type) {
 namespace {
 
 // Checks that the document has the fields of the type its Content-Type
-// names, so that a type which the document contradicts is never stored:
-// an index lists `manifests`, an image manifest has a `config` object and
+// names, so that a type which the document contradicts is never stored.
+// An index lists `manifests`, an image manifest has a `config` object, and
 // schema 1 has `schemaVersion` 1 and `fsLayers`. OCI documents without a
 // `mediaType` field are told apart this way only.
 Result<void> check_manifest_shape(const std::string &essence,

@@ -1216,7 +1216,7 @@ void RegistryService::respond_blob_head(const ExchangePtr &exchange,
   if (!size) {
     // The upstream's HEAD gave no size, so this HEAD cannot either: a
     // Range is ignored and no Accept-Ranges is sent.
-    // TODO: fetch the blob and answer from the store, as a GET does.
+    // TODO: fetch the blob and respond from the store, as a GET does.
     response.status = 200;
     exchange->respond(std::move(response));
     return;
