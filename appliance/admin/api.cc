@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "common/ascii.h"
 #include "common/log.h"
 
 namespace gatecache::admin {
@@ -62,45 +63,6 @@ int status_for(ErrorCode code) {
   }
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
-// Decodes %XX escapes and '+' (a space in form encoding).
-std::optional<std::string> percent_decode(std::string_view text) {
-  std::string decoded;
-  decoded.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '+') {
-      decoded += ' ';
-    } else if (c != '%') {
-      decoded += c;
-    } else {
-      if (i + 2 >= text.size()) {
-        return std::nullopt;
-      }
-      int high = hex_digit(text[i + 1]);
-      int low = hex_digit(text[i + 2]);
-      if (high < 0 || low < 0) {
-        return std::nullopt;
-      }
-      decoded += static_cast<char>(high * 16 + low);
-      i += 2;
-    }
-  }
-  return decoded;
-}
-
 // Returns the canonical text of an IPv4 or IPv6 literal, or nothing.
 std::optional<std::string> canonical_ip(const std::string &text) {
   char buffer[INET6_ADDRSTRLEN] = {};
@@ -151,7 +113,7 @@ Result<PullsQuery> parse_pulls_query(std::string_view query) {
     std::string_view raw = equals == std::string_view::npos
                                ? std::string_view()
                                : pair.substr(equals + 1);
-    auto value = percent_decode(raw);
+    auto value = decode_form_value(raw);
     if (!value) {
       return fail(ErrorCode::Invalid,
                   "invalid percent-encoding in '" + std::string(pair) + "'");

@@ -11,35 +11,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/ascii.h"
 #include "common/log.h"
 
 namespace gatecache::admin {
 
 namespace {
-
-bool equals_lower(std::string_view text, std::string_view lower) {
-  if (text.size() != lower.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-    if (c != lower[i]) {
-      return false;
-    }
-  }
-  return true;
-}
-
-void trim_trailing_whitespace(std::string &value) {
-  size_t end = value.size();
-  while (end > 0 && (value[end - 1] == ' ' || value[end - 1] == '\t')) {
-    --end;
-  }
-  value.resize(end);
-}
 
 // Accepts "localhost", an address in 127.0.0.0/8 or "::1", with or without
 // a port ("127.0.0.1:9100", "[::1]:9100").
@@ -55,7 +32,7 @@ bool is_loopback_host(std::string_view host) {
     size_t colon = host.find(':');
     name = host.substr(0, colon);
   }
-  if (equals_lower(name, "localhost")) {
+  if (equals_ignoring_ascii_case(name, "localhost")) {
     return true;
   }
   in_addr v4 = {};
@@ -453,12 +430,12 @@ bool AdminServer::Connection::finish_header_field() {
                     " header fields");
     return false;
   }
-  trim_trailing_whitespace(value_);
-  if (equals_lower(field_, "host")) {
+  trim_trailing_blanks(value_);
+  if (equals_ignoring_ascii_case(field_, "host")) {
     ++host_count_;
     host_ = value_;
-  } else if (equals_lower(field_, "expect")) {
-    if (!equals_lower(value_, "100-continue")) {
+  } else if (equals_ignoring_ascii_case(field_, "expect")) {
+    if (!equals_ignoring_ascii_case(value_, "100-continue")) {
       reject(417, "unsupported Expect value '" + value_ + "'");
       return false;
     }

@@ -12,6 +12,7 @@
 #include "appliance/front/connection.h"
 #include "appliance/front/front_config.h"
 #include "appliance/front/http_util.h"
+#include "common/ascii.h"
 #include "common/log.h"
 
 namespace gatecache::front {
@@ -86,32 +87,6 @@ const http_parser_settings ParserSettings = [] {
   settings.on_message_complete = on_message_complete;
   return settings;
 }();
-
-bool equals_lower(std::string_view text, std::string_view lower) {
-  if (text.size() != lower.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-    if (c != lower[i]) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// http-parser drops the whitespace before a field value but keeps the
-// whitespace after it, which RFC 9112 section 5 excludes from the value.
-void trim_trailing_whitespace(std::string &value) {
-  size_t end = value.size();
-  while (end > 0 && (value[end - 1] == ' ' || value[end - 1] == '\t')) {
-    --end;
-  }
-  value.resize(end);
-}
 
 } // namespace
 
@@ -263,20 +238,22 @@ bool Http1Session::finish_header_field() {
     reject_status_ = 431;
     return false;
   }
-  trim_trailing_whitespace(value_);
-  if (equals_lower(field_, "accept")) {
+  // http-parser drops the whitespace before a field value but keeps the
+  // whitespace after it, which RFC 9112 section 5 excludes from the value.
+  trim_trailing_blanks(value_);
+  if (equals_ignoring_ascii_case(field_, "accept")) {
     if (!request_.accept.empty()) {
       request_.accept += ", ";
     }
     request_.accept += value_;
-  } else if (equals_lower(field_, "range")) {
+  } else if (equals_ignoring_ascii_case(field_, "range")) {
     // A second Range field makes the request ambiguous.
     if (!request_.range.empty()) {
       reject_status_ = 400;
       return false;
     }
     request_.range = value_;
-  } else if (equals_lower(field_, "host")) {
+  } else if (equals_ignoring_ascii_case(field_, "host")) {
     ++host_count_;
   }
   return true;

@@ -6,6 +6,7 @@
 
 #include "appliance/config/values.h"
 #include "appliance/registry/grammar.h"
+#include "common/ascii.h"
 
 namespace gatecache::registry {
 namespace {
@@ -173,45 +174,6 @@ std::optional<OciError> check_reference(const Target &target) {
   return std::nullopt;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
-// Decodes a query value as application/x-www-form-urlencoded: "%XX" is a
-// byte and '+' a space. Returns false on a malformed escape.
-bool decode_query_value(std::string_view text, std::string &out) {
-  out.clear();
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '+') {
-      out += ' ';
-    } else if (c != '%') {
-      out += c;
-    } else {
-      if (i + 2 >= text.size()) {
-        return false;
-      }
-      int high = hex_value(text[i + 1]);
-      int low = hex_value(text[i + 2]);
-      if (high < 0 || low < 0) {
-        return false;
-      }
-      out += static_cast<char>(high * 16 + low);
-      i += 2;
-    }
-  }
-  return true;
-}
-
 // Finds the `ns` parameter. Returns nullopt when absent. A repeated `ns`
 // is an error, because two parts of the stack could each pick another one.
 tl::expected<std::optional<std::string>, OciError>
@@ -233,12 +195,12 @@ find_ns(std::string_view query) {
     std::string_view raw = equals == std::string_view::npos
                                ? std::string_view()
                                : parameter.substr(equals + 1);
-    std::string value;
-    if (!decode_query_value(raw, value)) {
+    auto value = decode_form_value(raw);
+    if (!value) {
       return reject(OciError::name_invalid("invalid percent-encoding in ns '" +
                                            echo(raw) + "'"));
     }
-    ns = std::move(value);
+    ns = std::move(*value);
   }
   return ns;
 }
