@@ -27,17 +27,28 @@ const char *kind_name(RangeKind kind) {
   return "?";
 }
 
+// A header that selects bytes `first` to `last` of a `size`-byte body.
+struct SatisfiableCase {
+  std::string header;
+  uint64_t size;
+  uint64_t first;
+  uint64_t last;
+};
+
+void check_satisfiable(const std::vector<SatisfiableCase> &cases) {
+  for (const SatisfiableCase &c : cases) {
+    INFO("header: '" << c.header << "', size " << c.size);
+    auto range = parse_range(c.header, c.size);
+    CHECK(kind_name(range.kind) == std::string("Satisfiable"));
+    CHECK(range.first == c.first);
+    CHECK(range.last == c.last);
+  }
+}
+
 } // namespace
 
 TEST_CASE("range parses satisfiable forms", "[registry][range]") {
-  struct Case {
-    std::string header;
-    uint64_t size;
-    uint64_t first;
-    uint64_t last;
-  };
-
-  const std::vector<Case> cases = {
+  const std::vector<SatisfiableCase> cases = {
       {"bytes=0-499", 1000, 0, 499},
       {"bytes=500-999", 1000, 500, 999},
       {"bytes=0-0", 1000, 0, 0},
@@ -62,13 +73,7 @@ TEST_CASE("range parses satisfiable forms", "[registry][range]") {
       {"bytes=9223372036854775806-", 9223372036854775807ULL,
        9223372036854775806ULL, 9223372036854775806ULL},
   };
-  for (const Case &c : cases) {
-    INFO("header: '" << c.header << "', size " << c.size);
-    auto range = parse_range(c.header, c.size);
-    CHECK(kind_name(range.kind) == std::string("Satisfiable"));
-    CHECK(range.first == c.first);
-    CHECK(range.last == c.last);
-  }
+  check_satisfiable(cases);
 }
 
 TEST_CASE("range classifies other headers", "[registry][range]") {
@@ -146,14 +151,7 @@ TEST_CASE("range classifies other headers", "[registry][range]") {
 }
 
 TEST_CASE("range clamps last position to end", "[registry][range]") {
-  struct Case {
-    std::string header;
-    uint64_t size;
-    uint64_t first;
-    uint64_t last;
-  };
-
-  const std::vector<Case> cases = {
+  const std::vector<SatisfiableCase> cases = {
       // Last position at the last byte, at the size and just past it.
       {"bytes=0-999", 1000, 0, 999},
       {"bytes=0-1000", 1000, 0, 999},
@@ -173,13 +171,7 @@ TEST_CASE("range clamps last position to end", "[registry][range]") {
       {"bytes=-9223372036854775808", 1000, 0, 999},
       {"bytes=-99999999999999999999", 1000, 0, 999},
   };
-  for (const Case &c : cases) {
-    INFO("header: '" << c.header << "', size " << c.size);
-    auto range = parse_range(c.header, c.size);
-    CHECK(kind_name(range.kind) == std::string("Satisfiable"));
-    CHECK(range.first == c.first);
-    CHECK(range.last == c.last);
-  }
+  check_satisfiable(cases);
 }
 
 TEST_CASE("range rejects first position past end", "[registry][range]") {
