@@ -11,7 +11,7 @@
 //   POST /v1/prewarm            body {"sets":[<image set>, ...]}, answered
 //                               by 202 with {"id":N} and a Location header
 //   GET  /v1/prewarm/<id>       StatusSource::prewarm_job()
-//   POST /v1/scrub              StatusSource::start_scrub(), answered by 202
+//   POST /v1/scrub              StatusSource::start_scrub(), then 202
 //
 // HEAD is accepted wherever GET is. POST arrives only over the Unix socket,
 // because `AdminServer` rejects it on TCP listeners.

@@ -108,7 +108,7 @@ namespace {
 // names, so that a type which the document contradicts is never stored.
 // An index lists `manifests`, an image manifest has a `config` object, and
 // schema 1 has `schemaVersion` 1 and `fsLayers`. OCI documents without a
-// `mediaType` field are told apart this way only.
+// `mediaType` field can be distinguished only this way.
 Result<void> check_manifest_shape(const std::string &essence,
                                   const nlohmann::json &document) {
   bool has_manifests = document.contains("manifests");
@@ -233,7 +233,7 @@ Result<std::string> check_manifest_media_type(std::string_view content_type,
     }
   } else if (essence == DockerManifestMediaType ||
              essence == DockerManifestListMediaType) {
-    // Docker's schema 2 specification requires the field; only OCI
+    // Docker's schema 2 specification requires the field, and only OCI
     // documents may leave it out.
     return fail(ErrorCode::Invalid, "Content-Type '" +
                                         std::string(content_type) +

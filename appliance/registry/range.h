@@ -37,13 +37,14 @@ struct ByteRange {
 
 // Parses a Range header for a body of `size` bytes. Accepts `bytes=a-b`,
 // `bytes=a-` and `bytes=-n` (the last n bytes), and returns None for a
-// well-formed set of several ranges. The unit is case-insensitive. Optional whitespace is accepted around the whole value
-// and around commas, and empty list elements are skipped, as RFC 9110,
-// section 5.6.1 asks of recipients. Positions of any length are valid: a
-// last-pos at or beyond the end is clamped to size - 1, a first-pos at or
-// beyond the end is Unsatisfiable, and a suffix longer than the body
-// selects the whole body. A Satisfiable `first` and `last` are always below
-// `size`, so they fit `int64_t` and `off_t` whenever `size` does.
+// well-formed set of several ranges. The unit is case-insensitive. Optional
+// whitespace is accepted around the whole value and around commas, and empty
+// list elements are skipped, as RFC 9110, section 5.6.1 requires of recipients.
+// Positions of any length are valid: a last-pos at or beyond the end is clamped
+// to size - 1, a first-pos at or beyond the end is Unsatisfiable, and a suffix
+// longer than the body selects the whole body. A Satisfiable `first` and `last`
+// are always below `size`, so they fit `int64_t` and `off_t` whenever `size`
+// does.
 ByteRange parse_range(std::string_view header, uint64_t size);
 
 // Returns the Content-Range value of a 206 response: "bytes 0-99/1000".

@@ -328,7 +328,7 @@ void Connection::do_read() {
   // level-triggered read watcher fire after the next poll, but bytes that
   // OpenSSL has read ahead are invisible to the poll. A zero timer comes
   // back for them after the next poll too, so other connections get their
-  // turn first; a fed event would run again before them.
+  // turn first. A fed event would run again before them.
   if (SSL_has_pending(ssl_) == 1) {
     ev_timer_stop(context_.loop, &resume_read_timer_);
     ev_timer_set(&resume_read_timer_, 0, 0);
