@@ -107,9 +107,9 @@ def load_results(path):
 
     Each run is (seconds, body bytes, requests, server CPU seconds, h2load
     CPU seconds), or None when the run failed. Results files written before
-    h2load's CPU was recorded give None for it. A line with the key "*" marks a server whose
-    measurements stopped early, and print_table shows "failed" for each of
-    its measurements without results.
+    h2load's CPU was recorded give None for it. A line with the key "*"
+    marks a server whose measurements stopped early, and print_table shows
+    "failed" for each of its measurements without results.
     """
     results = {}
     with open(path, encoding="utf-8") as results_file:

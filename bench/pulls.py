@@ -180,7 +180,8 @@ class PullBenchmark:
         image_set = build_images(self.work_dir / "images")
 
         ca = TestCa(self.state_dir / "ca")
-        cert, key = ca.issue_server("upstream", names=("localhost", "127.0.0.1"))
+        cert, key = ca.issue_server("upstream",
+                                    names=("localhost", "127.0.0.1"))
         self.registry = Registry(self.state_dir / "upstream", cert, key,
                                  name="upstream")
         self.registry.start(port=self.args.upstream_port)
@@ -326,7 +327,8 @@ class PullBenchmark:
         if path == "offline":
             return ""
         requests = self.settled_upstream_requests()[upstream_before:]
-        others = [r for r in requests if not r.user_agent.startswith("gatecache")]
+        others = [r for r in requests
+                  if not r.user_agent.startswith("gatecache")]
         if others:
             return (f"the upstream received {len(others)} requests from "
                     f"another client, such as {others[0].user_agent!r}")
@@ -510,7 +512,10 @@ def wait_until_stable(read):
 
 
 def read_results(path):
-    """Map (client, path, image) to its list of seconds; None marks a failure."""
+    """Map (client, path, image) to its list of seconds.
+
+    None in a list marks a failed pull.
+    """
     runs = {}
     with path.open(encoding="utf-8") as results:
         next(results)
