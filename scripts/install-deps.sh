@@ -11,10 +11,19 @@ TEST_PACKAGES="python3 python3-pytest docker-registry skopeo containerd runc
   umoci busybox-static nghttp2-client curl iproute2 util-linux
   ansible-core ansible-lint python3-tomlkit systemd dpkg-dev"
 
+# The benchmarks in bench/ also compare with nginx as a caching proxy.
+BENCH_PACKAGES="nginx"
+
 packages="$BUILD_PACKAGES"
-if [ "${1:-}" = "--with-tests" ]; then
-  packages="$packages $TEST_PACKAGES"
-fi
+case "${1:-}" in
+--with-tests) packages="$packages $TEST_PACKAGES" ;;
+--with-bench) packages="$packages $TEST_PACKAGES $BENCH_PACKAGES" ;;
+"") ;;
+*)
+  echo "usage: $0 [--with-tests | --with-bench]" >&2
+  exit 2
+  ;;
+esac
 
 missing=""
 for package in $packages; do
